@@ -1,0 +1,7 @@
+"""Entry point for `python -m mnist_lib`; see cli.py."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,186 @@
+"""Command line: python -m mnist_lib {data,train,evaluate,predict} (also the `mnist-lib` script).
+
+    python -m mnist_lib data                       # verify (or download) MNIST, show the split
+    python -m mnist_lib train --epochs 5 --lr 1e-3 --name quick
+    python -m mnist_lib evaluate results/runs/quick
+    python -m mnist_lib predict results/runs/quick my_digit.png
+
+Every Config field is a `train` flag of the same name (underscores become
+dashes). Bad input prints one line on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from .config import Config
+from .errors import UserError
+
+PROG = "mnist-lib"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) and exit status 2."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field, named after it, defaulting to 'not given'."""
+    group = parser.add_argument_group("hyperparameters (Config fields; defaults are the reference experiment)")
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        kind = {"int": int, "float": float}.get(f.type)
+        extra = {"type": kind} if kind else {"type": int if "int" in f.type else float, "nargs": "*"}
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(), help=f"{f.metadata['help']} (default: {default})", **extra)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Defaults < --config file < explicit flags."""
+    base = Config.load(args.config) if args.config else Config()
+    given = {k: getattr(args, k) for k in Config.field_names() if hasattr(args, k)}
+    return base.replace(**given)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Train, evaluate and use MLPs on MNIST. Each sub-command has its own --help.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def data_dir_flag(sp):
+        sp.add_argument("--data-dir", metavar="DIR", help="folder with the four MNIST IDX files (default: $MNIST_DATA_DIR, else data/mnist)")
+
+    d = sub.add_parser("data", help="verify (or download) the data and print split sizes and class counts")
+    data_dir_flag(d)
+    d.add_argument("--val-size", type=int, default=Config.val_size, help=f"validation size (default: {Config.val_size})")
+    d.add_argument("--split-seed", type=int, default=Config.split_seed, help=f"split seed (default: {Config.split_seed})")
+    d.add_argument("--no-download", action="store_true", help="fail instead of downloading missing files")
+
+    t = sub.add_parser("train", help="train an MLP and write a run record", description="Train an MLP and write a run record under results/runs/ (or --run-dir).")
+    t.add_argument("--config", metavar="FILE", help="JSON config to start from (a run's config.json or a sweep's best config); flags override it")
+    t.add_argument("--run-dir", metavar="DIR", help="where to write the run record (default: results/runs/NAME)")
+    t.add_argument("--name", help="run name under results/runs/ (default: a timestamp)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run directory instead of refusing")
+    t.add_argument("--max-train-samples", type=_positive_int, metavar="N", help="train on a stratified subset of N examples (quick runs)")
+    t.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's choice, usually one per core)")
+    t.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--evaluate-test", action="store_true", help="after training, evaluate once on the test set")
+    t.add_argument("--figures-dir", metavar="DIR", help="where to write the figures (default: the run directory)")
+    data_dir_flag(t)
+    add_config_flags(t)
+
+    e = sub.add_parser("evaluate", help="evaluate a finished run on the test set")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--figures-dir", metavar="DIR", help="where to write the figures (default: the run directory)")
+    e.add_argument("--overwrite", action="store_true", help="redo an evaluation already recorded in the summary")
+    e.add_argument("--device", default="cpu", help="device for the evaluation (default: cpu)")
+    data_dir_flag(e)
+
+    pr = sub.add_parser("predict", help="classify digit images (PNG/JPEG) with a trained run")
+    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument("images", metavar="IMAGE", nargs="+")
+    return p
+
+
+def cmd_data(args) -> None:
+    import torch
+
+    from .data import ensure_files, read_split
+    from .splits import stratified_split
+
+    paths = ensure_files(args.data_dir, allow_download=not args.no_download)
+    images, labels = read_split("train", args.data_dir)
+    _, test_labels = read_split("test", args.data_dir)
+    train_idx, val_idx = stratified_split(labels, Config(val_size=args.val_size).val_size, args.split_seed)
+    print(f"data: {paths['train-images-idx3-ubyte'].parent} (4 files, MD5 verified)")
+    print(f"split: train {len(train_idx)}, validation {len(val_idx)}, test {len(test_labels)} (split_seed {args.split_seed})")
+    counts = [torch.bincount(y, minlength=10) for y in (labels[train_idx], labels[val_idx], test_labels)]
+    print(f"{'class':>5} {'train':>7} {'val':>6} {'test':>6}")
+    for c in range(10):
+        print(f"{c:>5} {counts[0][c]:>7} {counts[1][c]:>6} {counts[2][c]:>6}")
+
+
+def cmd_train(args) -> None:
+    from .experiment import evaluate_run, train_and_record
+
+    config = config_from_args(args)
+    run_dir, result, summary = train_and_record(
+        config,
+        run_dir=args.run_dir,
+        name=args.name,
+        overwrite=args.overwrite,
+        data_dir=args.data_dir,
+        max_train_samples=args.max_train_samples,
+        threads=args.threads,
+        device=args.device,
+        progress=not args.quiet,
+        figures_dir=args.figures_dir,
+    )
+    print(
+        f"{summary['status']}: best val_acc {summary['best_val_acc']:.4f} (epoch {summary['best_epoch']}), "
+        f"final val_acc {summary['final_val_acc']:.4f}, {summary['train_seconds']:.1f} s on {summary['device']} "
+        f"({summary['threads']} threads) -> {run_dir}"
+    )
+    if result.status == "interrupted":
+        raise KeyboardInterrupt
+    if result.status != "completed":
+        raise UserError(f"training {result.status}; record kept in {run_dir}")
+    if args.evaluate_test:
+        report = evaluate_run(run_dir, data_dir=args.data_dir, figures_dir=args.figures_dir, device=args.device)
+        print(f"test: acc {report.acc:.4f}, loss {report.loss:.4f}")
+
+
+def cmd_evaluate(args) -> None:
+    from .experiment import evaluate_run
+
+    report = evaluate_run(args.run_dir, data_dir=args.data_dir, figures_dir=args.figures_dir, overwrite=args.overwrite, device=args.device)
+    print(f"test: acc {report.acc:.4f}, loss {report.loss:.4f} ({len(report.misclassified)} misclassified) -> {args.run_dir}")
+
+
+def cmd_predict(args) -> None:
+    import torch
+
+    from .images import load_digit
+    from .runs import load_model
+    from .splits import normalize
+
+    model, _, mean, std = load_model(args.run_dir)
+    digits = torch.stack([load_digit(path) for path in args.images])
+    with torch.no_grad():
+        probs = model(normalize(digits, mean, std)).softmax(1)
+    conf, pred = probs.max(1)
+    for path, p, c in zip(args.images, pred.tolist(), conf.tolist()):
+        print(f"{path}: {p} (probability {c:.3f})")
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MPLBACKEND", "Agg")  # the CLI only writes PNGs
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,155 @@
+"""The one config: every hyperparameter, with the reference experiment as defaults.
+
+Field names here are the names everywhere else: CLI flags (``--batch-size``),
+notebook parameters and sweep files all use them. A Config validates itself on
+construction and round-trips through JSON:
+
+    cfg = Config(lr=1e-3)                     # raises UserError if invalid
+    Config.from_json(cfg.to_json()) == cfg    # True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+N_CLASSES = 10
+N_TRAIN_TOTAL = 60_000  # size of MNIST's official training file, split into train/val
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field whose help text feeds the CLI and the docs."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hyperparameters of one training run (reference values by default)."""
+
+    epochs: int = _f(25, "passes over the training split")
+    batch_size: int = _f(128, "examples per optimizer step")
+    lr: float = _f(5e-4, "Adam learning rate")
+    weight_decay: float = _f(5e-5, "Adam weight decay (L2 penalty added to the gradient)")
+    hidden: tuple[int, ...] = _f((512, 256, 128), "hidden layer widths, input to output")
+    dropout: tuple[float, ...] = _f((0.4, 0.3, 0.3), "dropout rate after each hidden layer")
+    lr_factor: float = _f(0.5, "ReduceLROnPlateau: multiply lr by this when val loss stalls")
+    lr_patience: int = _f(3, "ReduceLROnPlateau: epochs without val-loss improvement first")
+    val_size: int = _f(6000, "validation examples held out of the 60k training set")
+    split_seed: int = _f(0, "seed of the stratified train/validation split")
+    seed: int = _f(0, "seed of weight init, shuffling and dropout")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _coerce(f.name, f.type, getattr(self, f.name)))
+        self._check()
+
+    def _check(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise UserError(f"invalid config: {msg}")
+
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.lr > 0 and math.isfinite(self.lr), f"lr must be > 0, got {self.lr}")
+        need(
+            self.weight_decay >= 0 and math.isfinite(self.weight_decay),
+            f"weight_decay must be >= 0, got {self.weight_decay}",
+        )
+        need(all(w >= 1 for w in self.hidden), f"hidden widths must be >= 1, got {list(self.hidden)}")
+        need(
+            len(self.dropout) == len(self.hidden),
+            f"need one dropout per hidden layer: {len(self.hidden)} hidden layers "
+            f"but {len(self.dropout)} dropout rates",
+        )
+        need(all(0 <= p < 1 for p in self.dropout), f"dropout must be in [0, 1), got {list(self.dropout)}")
+        need(0 < self.lr_factor < 1, f"lr_factor must be in (0, 1), got {self.lr_factor}")
+        need(self.lr_patience >= 0, f"lr_patience must be >= 0, got {self.lr_patience}")
+        need(
+            N_CLASSES <= self.val_size <= N_TRAIN_TOTAL - N_CLASSES,
+            f"val_size must be in [{N_CLASSES}, {N_TRAIN_TOTAL - N_CLASSES}], got {self.val_size}",
+        )
+        need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        need(self.split_seed >= 0, f"split_seed must be >= 0, got {self.split_seed}")
+
+    # --- conversion -------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        """Build a Config from a mapping; unknown keys are refused with the valid list."""
+        if not isinstance(d, dict):
+            raise UserError(f"invalid config: expected a mapping of field names, got {type(d).__name__}")
+        unknown = sorted(set(d) - set(cls.field_names()))
+        if unknown:
+            raise UserError(
+                f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(cls.field_names())}"
+            )
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"invalid config JSON: {e}") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        """Read a config JSON file (a run's config.json or a sweep's best config)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise UserError(f"cannot read config file {path}: {e.strerror}") from None
+        try:
+            return cls.from_json(text)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed (validated, unknown names refused)."""
+        return Config.from_dict({**self.to_dict(), **changes})
+
+
+def _coerce(name: str, typ: str, value: Any) -> Any:
+    """Check a field's type, accepting JSON's lists for tuples and ints for floats."""
+    def bad(want: str) -> UserError:
+        return UserError(f"invalid config: {name} must be {want}, got {value!r}")
+
+    def as_int(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, float) and v.is_integer():
+                return int(v)
+            raise bad("an integer" if "tuple" not in typ else "a list of integers")
+        return v
+
+    def as_float(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise bad("a number" if "tuple" not in typ else "a list of numbers")
+        return float(v)
+
+    if typ == "int":
+        return as_int(value)
+    if typ == "float":
+        return as_float(value)
+    if typ.startswith("tuple["):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise bad("a list")
+        conv = as_int if typ.startswith("tuple[int") else as_float
+        return tuple(conv(v) for v in value)
+    raise TypeError(f"no coercion for {name}: {typ}")  # a new field type needs a rule here

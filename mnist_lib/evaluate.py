@@ -1,0 +1,110 @@
+"""Accuracy, loss, confusion matrix, per-class metrics and misclassified examples on any split.
+
+    report = classification_report(model, x_val, y_val)
+    report.acc, report.confusion        # float, 10 x 10 tensor [true, predicted]
+    report.per_class                    # DataFrame: precision, recall, f1, support
+    report.misclassified.head()         # DataFrame: index, true, pred, confidence
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .config import N_CLASSES
+
+EVAL_BATCH = 8192  # large batches: no gradients are kept, memory is not the limit
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Logits for every row of `x`, in eval mode (no dropout); restores the previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(chunk).float() for chunk in x.split(batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict[str, float]:
+    """Mean cross-entropy loss and accuracy of `model` on (x, y)."""
+    return _loss_acc(predict_logits(model, x, batch_size), y)
+
+
+def _loss_acc(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    loss = F.cross_entropy(logits, y, reduction="sum").item() / len(y)
+    acc = (logits.argmax(1) == y).sum().item() / len(y)
+    return {"loss": loss, "acc": acc}
+
+
+def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes: int = N_CLASSES) -> torch.Tensor:
+    """Counts [true class, predicted class]."""
+    flat = y_true.long().cpu() * n_classes + y_pred.long().cpu()
+    return torch.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def per_class_metrics(confusion: torch.Tensor) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class from a confusion matrix (0 where undefined)."""
+    cm = confusion.double()
+    tp = cm.diag()
+    predicted, actual = cm.sum(0), cm.sum(1)
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), 0.0)
+    recall = torch.where(actual > 0, tp / actual.clamp_min(1), 0.0)
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-12), 0.0)
+    return pd.DataFrame(
+        {
+            "class": range(len(cm)),
+            "precision": precision.numpy(),
+            "recall": recall.numpy(),
+            "f1": f1.numpy(),
+            "support": actual.long().numpy(),
+        }
+    ).set_index("class")
+
+
+def misclassified(probs: torch.Tensor, y: torch.Tensor) -> pd.DataFrame:
+    """Wrongly classified rows: index, true label, predicted label, confidence; most confident first."""
+    probs, y = probs.cpu(), y.cpu()
+    conf, pred = probs.max(1)
+    wrong = torch.nonzero(pred != y).flatten()
+    df = pd.DataFrame(
+        {
+            "index": wrong.numpy(),
+            "true": y[wrong].numpy(),
+            "pred": pred[wrong].numpy(),
+            "confidence": conf[wrong].numpy(),
+        }
+    )
+    return df.sort_values("confidence", ascending=False, kind="stable").reset_index(drop=True)
+
+
+@dataclass
+class Report:
+    """Everything `classification_report` measures on one split."""
+
+    loss: float
+    acc: float
+    confusion: torch.Tensor
+    per_class: pd.DataFrame
+    misclassified: pd.DataFrame
+    probs: torch.Tensor
+
+
+def classification_report(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Report:
+    """Loss, accuracy, confusion matrix, per-class metrics and mistakes of `model` on (x, y)."""
+    logits = predict_logits(model, x)
+    y = y.to(logits.device)
+    probs = logits.softmax(1)
+    cm = confusion_matrix(y, logits.argmax(1))
+    return Report(
+        **_loss_acc(logits, y),
+        confusion=cm,
+        per_class=per_class_metrics(cm),
+        misclassified=misclassified(probs, y),
+        probs=probs.cpu(),
+    )

@@ -1,0 +1,118 @@
+"""One training run end to end, and the explicit test-set evaluation of a finished run.
+
+    run_dir, result, summary = train_and_record(Config(), name="reference", threads=2)
+    evaluate_run(run_dir)      # reads the test set, adds test_acc to summary.json
+
+Used by the CLI (`python -m mnist_lib train` / `evaluate`) and by the notebooks.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import plots
+from .config import Config
+from .data import read_split
+from .errors import UserError
+from .evaluate import Report, classification_report
+from .model import count_params
+from .runs import RunRecorder, atomic_write, environment, load_model, new_run_dir, read_summary, update_summary
+from .splits import load_test, prepare_data
+from .train import TrainResult, select_device, set_threads, train
+
+
+def train_and_record(
+    config: Config,
+    *,
+    run_dir: str | Path | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
+    data_dir: str | Path | None = None,
+    max_train_samples: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    figures_dir: str | Path | None = None,
+) -> tuple[Path, TrainResult, dict]:
+    """Train per `config` and write a run record; returns (run_dir, result, summary).
+
+    Everything that can be refused (device, threads, data, an existing run
+    directory) is checked before anything is written.
+    """
+    dev = select_device(device)
+    n_threads = set_threads(threads)
+    data = prepare_data(config, data_dir, max_train_samples)
+    run_dir = new_run_dir(run_dir, name, overwrite)
+    recorder = RunRecorder(
+        run_dir,
+        config,
+        {
+            "params": None,
+            "split_hash": data.split_hash,
+            "n_train": len(data.y_train),
+            "n_val": len(data.y_val),
+            "max_train_samples": max_train_samples,
+            "norm_mean": data.mean,
+            "norm_std": data.std,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **environment(str(dev), n_threads),
+        },
+    )
+    try:
+        result = train(config, data, device=dev, threads=n_threads, progress=progress, on_epoch=recorder.on_epoch)
+    except BaseException as e:
+        recorder.fail(f"{type(e).__name__}: {e}")
+        raise
+    summary = recorder.finish(
+        result.model,
+        data.mean,
+        data.std,
+        status=result.status,
+        params=count_params(result.model),
+        epochs_run=len(result.history),
+        best_epoch=result.best_epoch,
+        best_val_acc=result.best_val_acc,
+        final_val_acc=result.final_val_acc,
+        train_seconds=round(result.train_seconds, 3),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    out = Path(figures_dir) if figures_dir is not None else run_dir
+    if result.history:
+        plots.save_figure(plots.plot_loss_curves(result.history), out / "loss_curves.png", close=True)
+        plots.save_figure(plots.plot_accuracy_curves(result.history), out / "accuracy_curves.png", close=True)
+    return run_dir, result, summary
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    figures_dir: str | Path | None = None,
+    overwrite: bool = False,
+    device: str = "cpu",
+) -> Report:
+    """Evaluate a finished run's best weights on the 10k test set, once.
+
+    Adds test_loss and test_acc to summary.json, writes per-class metrics and
+    the misclassified list as CSV, and confusion-matrix, per-class and
+    misclassified-digit figures (into the run directory unless `figures_dir`).
+    """
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    if summary.get("status") != "completed":
+        raise UserError(f"run {run_dir} has status {summary.get('status')!r}; only completed runs are evaluated")
+    if "test_acc" in summary and not overwrite:
+        raise UserError(f"run {run_dir} was already evaluated on the test set (test_acc={summary['test_acc']:.4f}); pass --overwrite to redo it")
+    model, _, mean, std = load_model(run_dir, select_device(device))
+    x_test, y_test = load_test(mean, std, data_dir)
+    report = classification_report(model, x_test.to(model.net[0].weight.device), y_test)
+    atomic_write(run_dir / "test_per_class.csv", report.per_class.to_csv(lineterminator="\n"))
+    atomic_write(run_dir / "test_misclassified.csv", report.misclassified.to_csv(index=False, lineterminator="\n"))
+    out = Path(figures_dir) if figures_dir is not None else run_dir
+    raw_test_images, _ = read_split("test", data_dir)
+    plots.save_figure(plots.plot_confusion_matrix(report.confusion, "Test confusion matrix"), out / "confusion_matrix.png", close=True)
+    plots.save_figure(plots.plot_per_class_accuracy(report.per_class), out / "per_class_accuracy.png", close=True)
+    plots.save_figure(plots.plot_misclassified(raw_test_images, report.misclassified), out / "misclassified.png", close=True)
+    update_summary(run_dir, test_loss=report.loss, test_acc=report.acc, test_evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return report

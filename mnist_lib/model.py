@@ -1,0 +1,66 @@
+"""The multilayer perceptron: Linear -> ReLU -> Dropout per hidden layer, then a linear head.
+
+    model = MLP(hidden=(512, 256, 128), dropout=(0.4, 0.3, 0.3))   # the reference
+    count_params(model)   # 567434
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import N_CLASSES, Config
+
+N_INPUTS = 28 * 28
+
+
+class Dropout(nn.Module):
+    """Inverted dropout, as nn.Dropout, with a cheaper mask on the CPU.
+
+    Each unit is kept with probability 1 - p and scaled by 1 / (1 - p). The mask
+    comes from `torch.rand(...) >= p`, which is about 3x faster on the CPU than
+    nn.Dropout's `bernoulli_` and draws from the same Bernoulli distribution.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        # float32 uniforms even under bf16 autocast, so p is not rounded to 8 bits
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class MLP(nn.Module):
+    """784 -> hidden[0] -> ... -> hidden[-1] -> 10, with ReLU and dropout after each hidden layer."""
+
+    def __init__(self, hidden=(512, 256, 128), dropout=(0.4, 0.3, 0.3), n_inputs: int = N_INPUTS, n_classes: int = N_CLASSES) -> None:
+        super().__init__()
+        if len(hidden) != len(dropout):
+            raise ValueError(f"need one dropout per hidden layer, got {len(hidden)} widths and {len(dropout)} rates")
+        layers: list[nn.Module] = []
+        width = n_inputs
+        for h, p in zip(hidden, dropout):
+            layers += [nn.Linear(width, h), nn.ReLU(), Dropout(p)]
+            width = h
+        layers.append(nn.Linear(width, n_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))
+
+    @classmethod
+    def from_config(cls, config: Config) -> MLP:
+        return cls(config.hidden, config.dropout)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

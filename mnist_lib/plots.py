@@ -1,0 +1,105 @@
+"""Figures: learning curves, confusion matrix, per-class accuracy, misclassified digits.
+
+Each function returns a matplotlib Figure; `save_figure` writes it as a PNG
+atomically (figures/ by default for the committed ones, the run directory for
+the CLI's). From a notebook, the returned figure displays inline as usual.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+import torch
+
+from .runs import atomic_write
+
+DPI = 110
+
+
+def _history_frame(history) -> pd.DataFrame:
+    return history if isinstance(history, pd.DataFrame) else pd.DataFrame(list(history))
+
+
+def _curve(history, metric: str, ylabel: str, title: str, ax=None):
+    df = _history_frame(history)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot(df["epoch"], df[f"train_{metric}"], marker="o", ms=3, label="training")
+    ax.plot(df["epoch"], df[f"val_{metric}"], marker="o", ms=3, label="validation")
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def plot_loss_curves(history, ax=None):
+    """Training vs validation cross-entropy per epoch (history: rows of metrics.csv)."""
+    return _curve(history, "loss", "cross-entropy loss", "Training vs validation loss", ax)
+
+
+def plot_accuracy_curves(history, ax=None):
+    """Training vs validation accuracy per epoch."""
+    return _curve(history, "acc", "accuracy", "Training vs validation accuracy", ax)
+
+
+def plot_confusion_matrix(confusion: torch.Tensor, title: str = "Confusion matrix"):
+    """Seaborn heatmap of counts [true, predicted]; the diagonal is dimmed so errors stand out."""
+    cm = confusion.cpu().numpy()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    off_diag = cm.copy()
+    off_diag[range(len(cm)), range(len(cm))] = 0
+    sns.heatmap(off_diag, annot=cm, fmt="d", cmap="Reds", cbar_kws={"label": "errors"}, ax=ax, linewidths=0.5, linecolor="white")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class_accuracy(per_class: pd.DataFrame, title: str = "Per-class accuracy (recall)"):
+    """Bar chart of each class's recall, i.e. the accuracy on that digit."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sns.barplot(x=per_class.index.astype(str), y=per_class["recall"], ax=ax, color="tab:blue")
+    low = max(0.0, float(per_class["recall"].min()) - 0.02)
+    ax.set(xlabel="digit", ylabel="accuracy", title=title, ylim=(low, 1.0))
+    for i, v in enumerate(per_class["recall"]):
+        ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_digit_grid(images: torch.Tensor, titles: Sequence[str], ncols: int = 8, title: str | None = None):
+    """Grid of 28x28 digits (uint8 or float), each with a caption."""
+    n = len(images)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows + (0.4 if title else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i].reshape(28, 28).cpu().float().numpy(), cmap="gray_r")
+            ax.set_title(titles[i], fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_misclassified(images: torch.Tensor, mistakes: pd.DataFrame, n: int = 32, ncols: int = 8):
+    """The `n` most confident mistakes: `images` is the split's raw images, `mistakes` from evaluate.misclassified."""
+    top = mistakes.head(n)
+    titles = [f"{t}→{p} ({c:.2f})" for t, p, c in zip(top["true"], top["pred"], top["confidence"])]
+    return plot_digit_grid(images[torch.tensor(top["index"].to_numpy())], titles, ncols, "Misclassified: true→predicted (confidence)")
+
+
+def save_figure(fig, path: str | Path, close: bool = False) -> Path:
+    """Write `fig` as a PNG at `path`, atomically; close it if asked (scripts, not notebooks)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    atomic_write(path, buf.getvalue())
+    if close:
+        plt.close(fig)
+    return Path(path)

@@ -1,0 +1,183 @@
+"""Run records: one directory per run, every file written atomically.
+
+    results/runs/<name>/
+        config.json         the Config, as JSON
+        metrics.csv         epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds
+        summary.json        status, accuracies, params, timings, versions, split hash
+        model.safetensors   best-by-validation weights; metadata carries config, mean, std
+
+summary.json says "running" until the run ends; the weights are written before
+the final summary, so a record marked "completed" is always whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+
+from .config import Config
+from .errors import UserError
+from .model import MLP
+from .paths import RUNS_DIR
+from .train import METRIC_COLUMNS
+
+CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE = "config.json", "metrics.csv", "summary.json", "model.safetensors"
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: cannot read JSON ({e})") from None
+
+
+def write_metrics_csv(path: str | Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: r[k] for k in METRIC_COLUMNS} for r in rows)
+    atomic_write(path, buf.getvalue())
+
+
+def environment(device: str, threads: int) -> dict[str, Any]:
+    """Versions and hardware that a result depends on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "device": device,
+        "threads": threads,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "python_version": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def new_run_dir(run_dir: str | Path | None = None, name: str | None = None, overwrite: bool = False) -> Path:
+    """Create the run directory (results/runs/<name> by default); refuse to reuse one unless `overwrite`."""
+    if run_dir is None:
+        name = name or time.strftime("%Y%m%d-%H%M%S")
+        run_dir = RUNS_DIR / name
+    run_dir = Path(run_dir)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if not overwrite:
+            raise UserError(f"run directory {run_dir} already exists; choose another name or pass overwrite (--overwrite)")
+        if run_dir.is_dir():
+            shutil.rmtree(run_dir)
+        else:
+            run_dir.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def save_model(path: str | Path, model: torch.nn.Module, config: Config, mean: float, std: float) -> None:
+    """Weights as safetensors; the metadata carries what is needed to rebuild and feed the model."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"config": config.to_json(), "mean": repr(mean), "std": repr(std)}
+    atomic_write(path, safetensors.torch.save(tensors, metadata=meta))
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[MLP, Config, float, float]:
+    """(model in eval mode, config, mean, std) from a run directory or a .safetensors file."""
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise UserError(f"no model at {path}: not a run directory, or the run did not finish")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = safetensors.torch.load_file(str(path), device=str(device))
+        config = Config.from_json(meta["config"])
+        mean, std = float(meta["mean"]), float(meta["std"])
+    except (KeyError, ValueError, OSError, safetensors.SafetensorError) as e:
+        raise UserError(f"{path}: not a model file of this project ({e})") from None
+    model = MLP.from_config(config).to(device)
+    model.load_state_dict(tensors)
+    return model.eval(), config, mean, std
+
+
+class RunRecorder:
+    """Writes a run's files as it goes: config at start, metrics each epoch, weights and summary at the end."""
+
+    def __init__(self, run_dir: Path, config: Config, summary: dict[str, Any]) -> None:
+        self.dir = run_dir
+        self.config = config
+        self.rows: list[dict] = []
+        self.summary = {"status": "running", **summary}
+        write_json(run_dir / CONFIG_FILE, config.to_dict())
+        write_metrics_csv(run_dir / METRICS_FILE, [])
+        write_json(run_dir / SUMMARY_FILE, self.summary)
+
+    def on_epoch(self, row: dict) -> None:
+        self.rows.append(row)
+        write_metrics_csv(self.dir / METRICS_FILE, self.rows)
+
+    def fail(self, error: str) -> None:
+        """Mark the run failed (an exception escaped training); the history so far stays."""
+        self.summary.update(status="failed", error=error)
+        write_json(self.dir / SUMMARY_FILE, self.summary)
+
+    def finish(self, model: torch.nn.Module, mean: float, std: float, **summary: Any) -> dict[str, Any]:
+        save_model(self.dir / MODEL_FILE, model, self.config, mean, std)
+        self.summary.update(summary)
+        write_json(self.dir / SUMMARY_FILE, self.summary)
+        return self.summary
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    return read_json(run_dir / SUMMARY_FILE)
+
+
+def update_summary(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
+    """Add fields (e.g. test_acc) to a finished run's summary.json, atomically."""
+    summary = read_summary(run_dir)
+    summary.update(fields)
+    write_json(Path(run_dir) / SUMMARY_FILE, summary)
+    return summary

@@ -1,0 +1,114 @@
+"""Seeded, stratified train/validation split of MNIST's 60k training set, normalized.
+
+    data = prepare_data(Config())        # 54,000 train / 6,000 val, on the CPU
+    data.x_train.shape                   # (54000, 784), float32, standardized
+
+Mean and std come from the training split only. The test set is not read here:
+`load_test` is the one explicit entry point for the final evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from .config import N_CLASSES, Config
+from .data import read_split
+from .errors import UserError
+
+
+def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint (train_idx, val_idx), each class split in proportion to its frequency.
+
+    Per-class validation counts use largest-remainder rounding so they add up
+    to exactly `val_size`. The same labels and seed always give the same split.
+    """
+    n = len(labels)
+    if not 0 < val_size < n:
+        raise UserError(f"val_size must be between 1 and {n - 1}, got {val_size}")
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.bincount(labels, minlength=N_CLASSES)
+    exact = counts.double() * val_size / n
+    per_class = exact.floor().long()
+    short = val_size - int(per_class.sum())
+    if short:  # largest remainders first, ties to the lower class index
+        order = torch.argsort(exact - per_class, descending=True, stable=True)
+        per_class[order[:short]] += 1
+    train_parts, val_parts = [], []
+    for c in range(N_CLASSES):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        val_parts.append(idx[: per_class[c]])
+        train_parts.append(idx[per_class[c] :])
+    return torch.cat(train_parts).sort().values, torch.cat(val_parts).sort().values
+
+
+def split_hash(val_idx: torch.Tensor) -> str:
+    """Short fingerprint of the validation indices: equal hashes, same split."""
+    return hashlib.sha256(val_idx.sort().values.to(torch.int64).numpy().tobytes()).hexdigest()[:12]
+
+
+def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 N x 28 x 28 images -> float32 N x 784, scaled to [0, 1] then standardized."""
+    return images.reshape(len(images), -1).float().div_(255.0).sub_(mean).div_(std)
+
+
+@dataclass
+class Data:
+    """Tensors ready for training, plus what a run record needs to reproduce them."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    mean: float  # pixel mean of the training split, on the [0, 1] scale
+    std: float  # pixel std of the training split, on the [0, 1] scale
+    split_hash: str
+    train_idx: torch.Tensor  # indices into the 60k training file
+    val_idx: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Data:
+        """A copy with all tensors on `device` (moved once, before training)."""
+        tensors = ("x_train", "y_train", "x_val", "y_val")
+        return Data(**{k: v.to(device) if k in tensors else v for k, v in vars(self).items()})
+
+
+def prepare_data(config: Config, data_dir=None, max_train_samples: int | None = None) -> Data:
+    """Split, subsample (optional) and normalize the training file per `config`.
+
+    `max_train_samples` keeps a stratified-random subset of the training split
+    (for quick runs); the validation split stays whole so metrics compare.
+    """
+    images, labels = read_split("train", data_dir)
+    train_idx, val_idx = stratified_split(labels, config.val_size, config.split_seed)
+    if max_train_samples is not None:
+        if max_train_samples < 1:
+            raise UserError(f"max_train_samples must be >= 1, got {max_train_samples}")
+        if max_train_samples < len(train_idx):
+            keep, _ = stratified_split(labels[train_idx], len(train_idx) - max_train_samples, config.split_seed)
+            train_idx = train_idx[keep]
+    train_pixels = images[train_idx].float().div_(255.0)
+    mean, std = train_pixels.mean().item(), train_pixels.std().item()
+    del train_pixels
+    return Data(
+        x_train=normalize(images[train_idx], mean, std),
+        y_train=labels[train_idx],
+        x_val=normalize(images[val_idx], mean, std),
+        y_val=labels[val_idx],
+        mean=mean,
+        std=std,
+        split_hash=split_hash(val_idx),
+        train_idx=train_idx,
+        val_idx=val_idx,
+    )
+
+
+def load_test(mean: float, std: float, data_dir=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 10k test set, normalized with the training split's statistics.
+
+    Call this only for a final evaluation; training and tuning never do.
+    """
+    images, labels = read_split("test", data_dir)
+    return normalize(images, mean, std), labels

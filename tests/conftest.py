@@ -1,0 +1,53 @@
+"""Shared fixtures. Tests that need the real MNIST files read MNIST_DATA_DIR and fail,
+with the message a user would get, when the data is not there; they never skip."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+
+from mnist_lib import Config
+from mnist_lib.data import data_dir, ensure_files
+from mnist_lib.errors import UserError
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The real data folder ($MNIST_DATA_DIR), verified; a clear failure if absent."""
+    try:
+        ensure_files(allow_download=False, progress=False)
+        problem = None
+    except UserError as e:
+        problem = str(e)
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    return data_dir()
+
+
+@pytest.fixture(scope="session")
+def small_data(mnist_dir):
+    """A quick real-data problem: 8,000 training examples, the full 6,000 validation split."""
+    from mnist_lib import prepare_data
+
+    return prepare_data(Config(), mnist_dir, max_train_samples=8000)
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    """Encode a uint8 array as IDX: zero, zero, type 0x08, ndim, big-endian dims, payload."""
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    return header + arr.astype(np.uint8).tobytes()
+
+
+def write_idx(path, arr: np.ndarray, compress: bool = False) -> str:
+    """Write `arr` as an IDX file (gzipped if asked); return the MD5 of the uncompressed bytes."""
+    raw = idx_bytes(arr)
+    if compress:
+        with gzip.open(path, "wb") as f:
+            f.write(raw)
+    else:
+        path.write_bytes(raw)
+    return hashlib.md5(raw).hexdigest()

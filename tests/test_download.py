@@ -1,0 +1,114 @@
+"""The download path, for real, against an HTTP server on 127.0.0.1 serving the gzip files."""
+
+import functools
+import gzip
+import shutil
+import socket
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from mnist_lib.data import FILES, MIRRORS_ENV, download, ensure_files, find_file, load_idx, missing_message
+from mnist_lib.errors import UserError
+from mnist_lib.paths import DATA_DIR_ENV
+
+LABELS = "t10k-labels-idx1-ubyte"
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """serve(folder) -> base URL of a local HTTP server for that folder."""
+    servers = []
+
+    def start(folder):
+        handler = functools.partial(_Quiet, directory=str(folder))
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+@pytest.fixture
+def mirror_dir(tmp_path, mnist_dir):
+    """A folder holding the four .gz files, as a public mirror would."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    for name in FILES:
+        src = find_file(mnist_dir, name)
+        if src.suffix == ".gz":
+            shutil.copy(src, folder / f"{name}.gz")
+        else:
+            with gzip.open(folder / f"{name}.gz", "wb") as f:
+                f.write(src.read_bytes())
+    return folder
+
+
+def closed_port_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"  # nothing listens here once the socket is closed
+
+
+def test_download_fetches_verifies_and_renames(tmp_path, serve, mirror_dir):
+    dest = tmp_path / "data"
+    path = download(LABELS, dest, [serve(mirror_dir)], progress=False)
+    assert path == dest / f"{LABELS}.gz"
+    assert load_idx(path, LABELS).shape == (10000,)
+    assert sorted(p.name for p in dest.iterdir()) == [f"{LABELS}.gz"]  # no temporary left
+
+
+def test_download_falls_back_to_the_next_mirror(tmp_path, serve, mirror_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    path = download(LABELS, tmp_path / "data", [serve(empty), serve(mirror_dir)], progress=False)
+    assert path.is_file()
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate"])
+def test_corrupt_download_is_refused_and_nothing_is_left(tmp_path, serve, mirror_dir, damage):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    raw = gzip.decompress((mirror_dir / f"{LABELS}.gz").read_bytes())
+    if damage == "flip_byte":
+        payload = gzip.compress(raw[:-1] + bytes([(raw[-1] + 1) % 256]))  # valid gzip, wrong content
+    else:
+        payload = (mirror_dir / f"{LABELS}.gz").read_bytes()[:-100]
+    (bad / f"{LABELS}.gz").write_bytes(payload)
+    dest = tmp_path / "data"
+    with pytest.raises(UserError) as err:
+        download(LABELS, dest, [serve(bad)], progress=False)
+    assert str(dest) in str(err.value) and DATA_DIR_ENV in str(err.value)
+    assert list(dest.iterdir()) == []
+
+
+def test_ensure_files_downloads_every_missing_file_from_env_mirrors(tmp_path, serve, mirror_dir, monkeypatch):
+    monkeypatch.setenv(MIRRORS_ENV, serve(mirror_dir))
+    dest = tmp_path / "data"
+    paths = ensure_files(dest, progress=False)
+    assert set(paths) == set(FILES)
+    assert all(p.parent == dest and p.is_file() for p in paths.values())
+    assert {p.name for p in dest.iterdir()} == {f"{n}.gz" for n in FILES}
+
+
+def test_missing_data_and_failed_download_give_one_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv(MIRRORS_ENV, closed_port_url())
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(UserError) as err:
+        ensure_files(progress=False)
+    msg = str(err.value)
+    assert str(tmp_path / "nowhere") in msg and DATA_DIR_ENV in msg
+    assert all(name in msg for name in FILES)
+    assert "\n" not in msg
+    assert missing_message(tmp_path, "x").count("\n") == 0

@@ -1,0 +1,69 @@
+"""The IDX reader on small synthetic files: round trip, bad magic, truncation, checksums."""
+
+import numpy as np
+import pytest
+from conftest import idx_bytes, write_idx
+
+from mnist_lib.data import find_file, load_idx, parse_idx
+from mnist_lib.errors import UserError
+
+
+def test_round_trip_images_and_labels():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=(5,), dtype=np.uint8)
+    np.testing.assert_array_equal(parse_idx(idx_bytes(images)), images)
+    np.testing.assert_array_equal(parse_idx(idx_bytes(labels)), labels)
+
+
+def test_header_is_big_endian():
+    arr = np.zeros((300, 2), dtype=np.uint8)  # 300 needs two bytes: order matters
+    assert parse_idx(idx_bytes(arr)).shape == (300, 2)
+
+
+@pytest.mark.parametrize("corrupt", [b"\x00\x00\x09\x01", b"\x01\x00\x08\x01", b"PK\x03\x04"])
+def test_wrong_magic_is_refused(corrupt):
+    raw = corrupt + idx_bytes(np.zeros(4, dtype=np.uint8))[4:]
+    with pytest.raises(UserError, match="magic"):
+        parse_idx(raw)
+
+
+def test_truncated_file_is_refused():
+    raw = idx_bytes(np.zeros((3, 28, 28), dtype=np.uint8))
+    with pytest.raises(UserError, match="truncated"):
+        parse_idx(raw[:-1])
+    with pytest.raises(UserError, match="truncated"):
+        parse_idx(raw[:9])  # inside the header
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_load_idx_checks_md5_of_uncompressed_bytes(tmp_path, compress):
+    arr = np.arange(2 * 28 * 28, dtype=np.uint64).astype(np.uint8).reshape(2, 28, 28)
+    path = tmp_path / ("x.gz" if compress else "x")
+    md5 = write_idx(path, arr, compress)
+    np.testing.assert_array_equal(load_idx(path, "x", (2051, (2, 28, 28), md5)), arr)
+    with pytest.raises(UserError, match="MD5"):
+        load_idx(path, "x", (2051, (2, 28, 28), "0" * 32))
+
+
+def test_load_idx_checks_shape_and_magic(tmp_path):
+    arr = np.zeros((2, 28, 28), dtype=np.uint8)
+    md5 = write_idx(tmp_path / "x", arr)
+    with pytest.raises(UserError, match="shape"):
+        load_idx(tmp_path / "x", "x", (2051, (3, 28, 28), md5))
+    with pytest.raises(UserError, match="magic"):
+        load_idx(tmp_path / "x", "x", (2049, (2, 28, 28), md5))
+
+
+def test_corrupt_gzip_is_a_user_error(tmp_path):
+    (tmp_path / "x.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(UserError, match="cannot read"):
+        load_idx(tmp_path / "x.gz", "x", (2051, (1,), "0" * 32))
+
+
+def test_find_file_prefers_uncompressed_then_gz(tmp_path):
+    assert find_file(tmp_path, "a") is None
+    (tmp_path / "a.gz").write_bytes(b"")
+    assert find_file(tmp_path, "a") == tmp_path / "a.gz"
+    (tmp_path / "a").write_bytes(b"")
+    assert find_file(tmp_path, "a") == tmp_path / "a"

@@ -1,0 +1,122 @@
+"""Run records: files and columns, atomic writes, no silent overwrite, safetensors round trip."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from mnist_lib import Config, MLP, load_model, train_and_record
+from mnist_lib.errors import UserError
+from mnist_lib.runs import atomic_write, new_run_dir, save_model
+
+TINY = Config(epochs=1, hidden=(32,), dropout=(0.1,))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, mnist_dir):
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    figs = tmp_path_factory.mktemp("figs")
+    out = train_and_record(TINY, run_dir=run_dir, data_dir=mnist_dir, max_train_samples=2000, threads=2, device="cpu", progress=False, figures_dir=figs)
+    return out, figs
+
+
+def test_run_directory_has_every_file(run):
+    (run_dir, result, summary), figs = run
+    assert {p.name for p in run_dir.iterdir()} == {"config.json", "metrics.csv", "summary.json", "model.safetensors"}
+    assert {p.name for p in figs.iterdir()} == {"loss_curves.png", "accuracy_curves.png"}
+    assert Config.load(run_dir / "config.json") == TINY
+
+
+def test_metrics_csv_has_exactly_the_columns(run):
+    (run_dir, result, _), _ = run
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    assert len(rows) == 1 + len(result.history)
+    assert float(rows[1][4]) == result.history[0]["val_acc"]
+
+
+def test_summary_fields(run):
+    (run_dir, result, summary), _ = run
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk == summary
+    for key in ("status", "best_val_acc", "final_val_acc", "params", "train_seconds", "device", "torch_version", "split_hash"):
+        assert key in on_disk, key
+    assert on_disk["status"] == "completed"
+    assert on_disk["params"] == 784 * 32 + 32 + 32 * 10 + 10
+    assert on_disk["best_val_acc"] == result.best_val_acc
+    assert on_disk["torch_version"] == torch.__version__
+
+
+def test_existing_run_directory_is_not_overwritten(run, mnist_dir):
+    (run_dir, _, _), _ = run
+    before = (run_dir / "summary.json").read_bytes()
+    with pytest.raises(UserError, match="already exists"):
+        train_and_record(TINY, run_dir=run_dir, data_dir=mnist_dir, max_train_samples=500, progress=False)
+    assert (run_dir / "summary.json").read_bytes() == before
+
+
+def test_overwrite_replaces_the_run_directory(tmp_path):
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "old.txt").write_text("x")
+    with pytest.raises(UserError):
+        new_run_dir(d)
+    assert new_run_dir(d, overwrite=True) == d and list(d.iterdir()) == []
+
+
+def test_safetensors_round_trip(run, small_data):
+    (run_dir, result, summary), _ = run
+    model, config, mean, std = load_model(run_dir)
+    assert config == TINY and mean == summary["norm_mean"] and std == summary["norm_std"]
+    result.model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(small_data.x_val[:100]), result.model(small_data.x_val[:100]))
+    assert (run_dir / "model.safetensors").read_bytes()[:8] != b"\x80\x02\x8a\x0a"  # not a pickle
+
+
+def test_save_model_carries_config(tmp_path):
+    cfg = Config(hidden=(8,), dropout=(0.0,))
+    model = MLP.from_config(cfg)
+    save_model(tmp_path / "m.safetensors", model, cfg, 0.5, 0.25)
+    loaded, cfg2, mean, std = load_model(tmp_path / "m.safetensors")
+    assert cfg2 == cfg and (mean, std) == (0.5, 0.25)
+    for a, b in zip(model.parameters(), loaded.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(UserError, match="no model"):
+        load_model(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="not a model file"):
+        load_model(tmp_path)
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "f.txt"
+    atomic_write(path, "old")
+
+    def boom(*a):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError):
+        atomic_write(path, "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_failed_run_is_marked_failed_not_running(tmp_path, mnist_dir, monkeypatch):
+    import mnist_lib.experiment as exp
+
+    def broken_train(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(exp, "train", broken_train)
+    with pytest.raises(RuntimeError):
+        exp.train_and_record(TINY, run_dir=tmp_path / "r", data_dir=mnist_dir, max_train_samples=500, progress=False)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "boom" in summary["error"]
+    assert not (tmp_path / "r" / "model.safetensors").exists()

@@ -1,0 +1,86 @@
+"""Splits are disjoint, stratified and deterministic; normalization uses the training split only."""
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_lib import Config, prepare_data
+from mnist_lib.data import read_split
+from mnist_lib.errors import UserError
+from mnist_lib.splits import split_hash, stratified_split
+
+
+@pytest.fixture(scope="module")
+def labels(mnist_dir):
+    return read_split("train", mnist_dir)[1]
+
+
+def test_split_is_disjoint_and_covers_everything(labels):
+    train, val = stratified_split(labels, 6000, seed=0)
+    assert len(train) == 54000 and len(val) == 6000
+    assert len(np.intersect1d(train.numpy(), val.numpy())) == 0
+    assert torch.equal(torch.cat([train, val]).sort().values, torch.arange(60000))
+
+
+def test_split_is_stratified(labels):
+    _, val = stratified_split(labels, 6000, seed=0)
+    full = np.bincount(labels.numpy(), minlength=10)
+    in_val = np.bincount(labels[val].numpy(), minlength=10)
+    # each class is represented in proportion, to within one example
+    assert np.all(np.abs(in_val - full * 6000 / 60000) < 1.0)
+
+
+def test_split_is_deterministic_per_seed(labels):
+    a = stratified_split(labels, 6000, seed=3)
+    b = stratified_split(labels, 6000, seed=3)
+    c = stratified_split(labels, 6000, seed=4)
+    assert torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
+    assert not torch.equal(a[1], c[1])
+    assert split_hash(a[1]) == split_hash(b[1]) != split_hash(c[1])
+
+
+def test_split_sizes_that_do_not_divide_evenly():
+    y = torch.tensor([0] * 7 + [1] * 5 + [2] * 3)
+    train, val = stratified_split(y, 4, seed=0)
+    assert len(val) == 4 and len(train) == 11
+    with pytest.raises(UserError):
+        stratified_split(y, 15, seed=0)
+
+
+def test_normalization_uses_training_split_only(mnist_dir):
+    cfg = Config(val_size=6000, split_seed=1)
+    data = prepare_data(cfg, mnist_dir)
+    images, _ = read_split("train", mnist_dir)
+    train_pixels = images.numpy()[data.train_idx.numpy()].astype(np.float64) / 255.0
+    assert data.mean == pytest.approx(train_pixels.mean(), rel=1e-5)
+    assert data.std == pytest.approx(train_pixels.std(ddof=1), rel=1e-5)
+    # the standardized training split has mean 0 and std 1; the validation one only roughly
+    assert abs(float(data.x_train.mean())) < 1e-3 and abs(float(data.x_train.std()) - 1) < 1e-3
+    assert data.x_train.shape == (54000, 784) and data.x_val.shape == (6000, 784)
+    assert data.x_train.dtype == torch.float32
+
+
+def test_max_train_samples_keeps_validation_whole(small_data):
+    assert len(small_data.y_train) == 8000 and len(small_data.y_val) == 6000
+    counts = torch.bincount(small_data.y_train, minlength=10)
+    assert counts.min() > 200  # still every class
+
+
+def test_same_split_hash_for_same_split_seed(mnist_dir, small_data):
+    assert prepare_data(Config(seed=7), mnist_dir).split_hash == small_data.split_hash
+    assert prepare_data(Config(split_seed=1), mnist_dir).split_hash != small_data.split_hash
+
+
+def test_training_code_never_reads_the_test_set(mnist_dir, monkeypatch):
+    import mnist_lib.data as data_mod
+    from mnist_lib import train
+
+    real = data_mod._read_split_cached
+
+    def guarded(directory, split):
+        assert split != "test", "the test set was read during training"
+        return real(directory, split)
+
+    monkeypatch.setattr(data_mod, "_read_split_cached", guarded)
+    data = prepare_data(Config(), mnist_dir, max_train_samples=500)
+    train(Config(epochs=1, hidden=(16,), dropout=(0.0,)), data, device="cpu", progress=False)
