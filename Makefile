@@ -20,7 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP) ## create .venv with the pinned packages and mnist_lib (editable); re-runs only when the pins change
 
-test: test-unit ## the whole test suite (what CI runs)
+test: lint test-unit ## the whole test suite: lint, then unit tests (what CI runs)
 
 test-unit: setup ## unit tests (pytest tests/)
 	$(PY) -m pytest -q

@@ -47,7 +47,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         kind = {"int": int, "float": float}.get(f.type)
         extra = {"type": kind} if kind else {"type": int if "int" in f.type else float, "nargs": "*"}
         default = list(f.default) if isinstance(f.default, tuple) else f.default
-        group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(), help=f"{f.metadata['help']} (default: {default})", **extra)
+        group.add_argument(
+            flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(), help=f"{f.metadata['help']} (default: {default})", **extra
+        )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -63,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def data_dir_flag(sp):
-        sp.add_argument("--data-dir", metavar="DIR", help="folder with the four MNIST IDX files (default: $MNIST_DATA_DIR, else data/mnist)")
+        sp.add_argument(
+            "--data-dir", metavar="DIR", help="folder with the four MNIST IDX files (default: $MNIST_DATA_DIR, else data/mnist)"
+        )
 
     d = sub.add_parser("data", help="verify (or download) the data and print split sizes and class counts")
     data_dir_flag(d)
@@ -71,8 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--split-seed", type=int, default=Config.split_seed, help=f"split seed (default: {Config.split_seed})")
     d.add_argument("--no-download", action="store_true", help="fail instead of downloading missing files")
 
-    t = sub.add_parser("train", help="train an MLP and write a run record", description="Train an MLP and write a run record under results/runs/ (or --run-dir).")
-    t.add_argument("--config", metavar="FILE", help="JSON config to start from (a run's config.json or a sweep's best config); flags override it")
+    t = sub.add_parser(
+        "train",
+        help="train an MLP and write a run record",
+        description="Train an MLP and write a run record under results/runs/ (or --run-dir).",
+    )
+    t.add_argument(
+        "--config", metavar="FILE", help="JSON config to start from (a run's config.json or a sweep's best config); flags override it"
+    )
     t.add_argument("--run-dir", metavar="DIR", help="where to write the run record (default: results/runs/NAME)")
     t.add_argument("--name", help="run name under results/runs/ (default: a timestamp)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run directory instead of refusing")
@@ -165,7 +175,7 @@ def cmd_predict(args) -> None:
     with torch.no_grad():
         probs = model(normalize(digits, mean, std)).softmax(1)
     conf, pred = probs.max(1)
-    for path, p, c in zip(args.images, pred.tolist(), conf.tolist()):
+    for path, p, c in zip(args.images, pred.tolist(), conf.tolist(), strict=True):
         print(f"{path}: {p} (probability {c:.3f})")
 
 

@@ -64,8 +64,7 @@ class Config:
         need(all(w >= 1 for w in self.hidden), f"hidden widths must be >= 1, got {list(self.hidden)}")
         need(
             len(self.dropout) == len(self.hidden),
-            f"need one dropout per hidden layer: {len(self.hidden)} hidden layers "
-            f"but {len(self.dropout)} dropout rates",
+            f"need one dropout per hidden layer: {len(self.hidden)} hidden layers but {len(self.dropout)} dropout rates",
         )
         need(all(0 <= p < 1 for p in self.dropout), f"dropout must be in [0, 1), got {list(self.dropout)}")
         need(0 < self.lr_factor < 1, f"lr_factor must be in (0, 1), got {self.lr_factor}")
@@ -89,9 +88,7 @@ class Config:
             raise UserError(f"invalid config: expected a mapping of field names, got {type(d).__name__}")
         unknown = sorted(set(d) - set(cls.field_names()))
         if unknown:
-            raise UserError(
-                f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(cls.field_names())}"
-            )
+            raise UserError(f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(cls.field_names())}")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +125,7 @@ class Config:
 
 def _coerce(name: str, typ: str, value: Any) -> Any:
     """Check a field's type, accepting JSON's lists for tuples and ints for floats."""
+
     def bad(want: str) -> UserError:
         return UserError(f"invalid config: {name} must be {want}, got {value!r}")
 

@@ -1,9 +1,9 @@
 """Accuracy, loss, confusion matrix, per-class metrics and misclassified examples on any split.
 
-    report = classification_report(model, x_val, y_val)
-    report.acc, report.confusion        # float, 10 x 10 tensor [true, predicted]
-    report.per_class                    # DataFrame: precision, recall, f1, support
-    report.misclassified.head()         # DataFrame: index, true, pred, confidence
+report = classification_report(model, x_val, y_val)
+report.acc, report.confusion        # float, 10 x 10 tensor [true, predicted]
+report.per_class                    # DataFrame: precision, recall, f1, support
+report.misclassified.head()         # DataFrame: index, true, pred, confidence
 """
 
 from __future__ import annotations

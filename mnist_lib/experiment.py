@@ -103,7 +103,9 @@ def evaluate_run(
     if summary.get("status") != "completed":
         raise UserError(f"run {run_dir} has status {summary.get('status')!r}; only completed runs are evaluated")
     if "test_acc" in summary and not overwrite:
-        raise UserError(f"run {run_dir} was already evaluated on the test set (test_acc={summary['test_acc']:.4f}); pass --overwrite to redo it")
+        raise UserError(
+            f"run {run_dir} was already evaluated on the test set (test_acc={summary['test_acc']:.4f}); pass --overwrite to redo it"
+        )
     model, _, mean, std = load_model(run_dir, select_device(device))
     x_test, y_test = load_test(mean, std, data_dir)
     report = classification_report(model, x_test.to(model.net[0].weight.device), y_test)

@@ -1,7 +1,7 @@
 """The multilayer perceptron: Linear -> ReLU -> Dropout per hidden layer, then a linear head.
 
-    model = MLP(hidden=(512, 256, 128), dropout=(0.4, 0.3, 0.3))   # the reference
-    count_params(model)   # 567434
+model = MLP(hidden=(512, 256, 128), dropout=(0.4, 0.3, 0.3))   # the reference
+count_params(model)   # 567434
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class MLP(nn.Module):
             raise ValueError(f"need one dropout per hidden layer, got {len(hidden)} widths and {len(dropout)} rates")
         layers: list[nn.Module] = []
         width = n_inputs
-        for h, p in zip(hidden, dropout):
+        for h, p in zip(hidden, dropout, strict=True):
             layers += [nn.Linear(width, h), nn.ReLU(), Dropout(p)]
             width = h
         layers.append(nn.Linear(width, n_classes))

@@ -108,7 +108,7 @@ def train(
         for epoch in bar:
             t0 = time.perf_counter()
             lr = opt.param_groups[0]["lr"]
-            train_loss, train_acc = _train_epoch(model, opt, data, config.batch_size, shuffle_gen)
+            train_loss, train_acc = train_epoch(model, opt, data, config.batch_size, shuffle_gen)
             val = evaluate(model, data.x_val, data.y_val)
             row = {
                 "epoch": epoch,
@@ -142,7 +142,7 @@ def train(
     return result
 
 
-def _train_epoch(model, opt, data: Data, batch_size: int, gen: torch.Generator) -> tuple[float, float]:
+def train_epoch(model, opt, data: Data, batch_size: int, gen: torch.Generator) -> tuple[float, float]:
     """One pass over a fresh permutation; returns summed loss and correct count.
 
     The running sums stay on the device, so there is no host sync per step.

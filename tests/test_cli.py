@@ -73,7 +73,7 @@ def test_predict_classifies_png_digits(trained, capsys, tmp_path, mnist_dir):
     lines = out.strip().splitlines()
     assert len(lines) == 10
     predicted = [int(line.split(": ")[1].split()[0]) for line in lines]
-    assert sum(p == y for p, y in zip(predicted, labels[:10].tolist())) >= 8
+    assert sum(p == y for p, y in zip(predicted, labels[:10].tolist(), strict=True)) >= 8
 
 
 @pytest.mark.parametrize(

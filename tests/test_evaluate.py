@@ -18,7 +18,7 @@ def preds():
 def test_confusion_matrix_matches_a_loop(preds):
     y, p = preds
     ref = np.zeros((10, 10), dtype=int)
-    for t, q in zip(y.tolist(), p.tolist()):
+    for t, q in zip(y.tolist(), p.tolist(), strict=True):
         ref[t, q] += 1
     np.testing.assert_array_equal(confusion_matrix(y, p).numpy(), ref)
 

@@ -16,7 +16,7 @@ def test_reference_parameter_count():
 @pytest.mark.parametrize("hidden", [(), (32,), (64, 32, 16, 8)])
 def test_parameter_count_matches_formula(hidden):
     widths = [784, *hidden, 10]
-    expected = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    expected = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
     model = MLP(hidden, [0.1] * len(hidden))
     assert count_params(model) == expected
     assert sum(isinstance(m, torch.nn.Linear) for m in model.modules()) == len(hidden) + 1

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from mnist_lib import Config, MLP, load_model, train_and_record
+from mnist_lib import MLP, Config, load_model, train_and_record
 from mnist_lib.errors import UserError
 from mnist_lib.runs import atomic_write, new_run_dir, save_model
 
@@ -17,7 +17,9 @@ TINY = Config(epochs=1, hidden=(32,), dropout=(0.1,))
 def run(tmp_path_factory, mnist_dir):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     figs = tmp_path_factory.mktemp("figs")
-    out = train_and_record(TINY, run_dir=run_dir, data_dir=mnist_dir, max_train_samples=2000, threads=2, device="cpu", progress=False, figures_dir=figs)
+    out = train_and_record(
+        TINY, run_dir=run_dir, data_dir=mnist_dir, max_train_samples=2000, threads=2, device="cpu", progress=False, figures_dir=figs
+    )
     return out, figs
 
 
@@ -82,7 +84,7 @@ def test_save_model_carries_config(tmp_path):
     save_model(tmp_path / "m.safetensors", model, cfg, 0.5, 0.25)
     loaded, cfg2, mean, std = load_model(tmp_path / "m.safetensors")
     assert cfg2 == cfg and (mean, std) == (0.5, 0.25)
-    for a, b in zip(model.parameters(), loaded.parameters()):
+    for a, b in zip(model.parameters(), loaded.parameters(), strict=True):
         assert torch.equal(a, b)
 
 

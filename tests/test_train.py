@@ -24,7 +24,7 @@ def test_same_seed_gives_identical_metrics(small_data):
     b = train(QUICK, small_data, device="cpu", threads=2, progress=False)
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a.history]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b.history]
-    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
 
