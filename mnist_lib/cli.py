@@ -44,12 +44,13 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("hyperparameters (Config fields; defaults are the reference experiment)")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        kind = {"int": int, "float": float}.get(f.type)
-        extra = {"type": kind} if kind else {"type": int if "int" in f.type else float, "nargs": "*"}
-        default = list(f.default) if isinstance(f.default, tuple) else f.default
-        group.add_argument(
-            flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(), help=f"{f.metadata['help']} (default: {default})", **extra
-        )
+        is_int = "int" in f.type
+        extra = {"type": int if is_int else float, "metavar": "N" if is_int else "X"}
+        if f.type.startswith("tuple"):
+            extra["nargs"] = "*"  # --hidden 512 256 128; an empty list means no hidden layer
+        default = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        help_text = f"{f.metadata['help']} (default: {default})"
+        group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_text, **extra)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
