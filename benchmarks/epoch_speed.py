@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from mnist_lib import Config, prepare_data
 from mnist_lib.data import read_split
 from mnist_lib.model import MLP
-from mnist_lib.runs import environment
+from mnist_lib.runs import atomic_write, environment
 from mnist_lib.train import make_optimizer, set_threads, train_epoch
 
 
@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     ap.add_argument("--repeats", type=int, default=3, help="epochs timed per pipeline; the median is reported (default: 3)")
     ap.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    ap.add_argument("--out", help="also write the JSON lines to this file (atomically)")
     args = ap.parse_args()
 
     threads = set_threads(args.threads)
@@ -112,11 +113,13 @@ def main() -> None:
         "cpu": env["cpu"],
         "torch": env["torch_version"],
     }
-    for name, times in (("mnist_lib", lib_times), ("torchvision_style", tv_times)):
-        print(json.dumps({"pipeline": name, "epoch_seconds": statistics.median(times), "min_seconds": min(times), "all": times, **common}))
+    lines = [
+        json.dumps({"pipeline": name, "epoch_seconds": statistics.median(times), "min_seconds": min(times), "all": times, **common})
+        for name, times in (("mnist_lib", lib_times), ("torchvision_style", tv_times))
+    ]
     # each ratio pairs two epochs run back to back, so a slow phase of the machine hits both
     ratios = [tv / lib for lib, tv in zip(lib_times, tv_times, strict=True)]
-    print(
+    lines.append(
         json.dumps(
             {
                 "speedup": round(statistics.median(ratios), 2),
@@ -126,6 +129,9 @@ def main() -> None:
             }
         )
     )
+    print("\n".join(lines))
+    if args.out:
+        atomic_write(args.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""Command line: python -m mnist_lib {data,train,evaluate,predict} (also the `mnist-lib` script).
+"""Command line: python -m mnist_lib {data,train,evaluate,predict,notebooks} (also the `mnist-lib` script).
 
     python -m mnist_lib data                       # verify (or download) MNIST, show the split
     python -m mnist_lib train --epochs 5 --lr 1e-3 --name quick
     python -m mnist_lib evaluate results/runs/quick
     python -m mnist_lib predict results/runs/quick my_digit.png
+    python -m mnist_lib notebooks                  # execute notebooks/params/*.yaml with papermill
 
 Every Config field is a `train` flag of the same name (underscores become
 dashes). Bad input prints one line on stderr and exits with status 2.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 
 from .config import Config
@@ -103,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu", help="device for the evaluation (default: cpu)")
     data_dir_flag(e)
 
+    nb = sub.add_parser(
+        "notebooks",
+        help="execute notebooks in batch with papermill (run files under notebooks/params/)",
+        description="Execute notebooks with papermill, one YAML run file each; executed copies go to results/notebooks/.",
+    )
+    nb.add_argument("run_files", metavar="RUN_FILE", nargs="*", help="YAML run files (default: every notebooks/params/*.yaml)")
+    nb.add_argument("--output-dir", metavar="DIR", help="where executed copies go (default: results/notebooks)")
+    nb.add_argument("--overwrite", action="store_true", help="replace executed copies that already exist")
+    nb.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
+
     pr = sub.add_parser("predict", help="classify digit images (PNG/JPEG) with a trained run")
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("images", metavar="IMAGE", nargs="+")
@@ -127,7 +137,15 @@ def cmd_data(args) -> None:
         print(f"{c:>5} {counts[0][c]:>7} {counts[1][c]:>6} {counts[2][c]:>6}")
 
 
+def _headless_plots() -> None:
+    """The CLI only writes PNGs: no display needed (set here, not in the environment notebooks inherit)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
 def cmd_train(args) -> None:
+    _headless_plots()
     from .experiment import evaluate_run, train_and_record
 
     config = config_from_args(args)
@@ -158,6 +176,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    _headless_plots()
     from .experiment import evaluate_run
 
     report = evaluate_run(args.run_dir, data_dir=args.data_dir, figures_dir=args.figures_dir, overwrite=args.overwrite, device=args.device)
@@ -180,18 +199,33 @@ def cmd_predict(args) -> None:
         print(f"{path}: {p} (probability {c:.3f})")
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+def cmd_notebooks(args) -> int:
+    from .batch import default_run_files, load_run, run_batch
+    from .paths import EXECUTED_NOTEBOOKS_DIR
+
+    files = args.run_files or default_run_files()
+    if not files:
+        raise UserError("no run files given and none found in notebooks/params/")
+    runs = [load_run(f) for f in files]  # all checked before anything runs
+    outcomes = run_batch(runs, args.output_dir or EXECUTED_NOTEBOOKS_DIR, overwrite=args.overwrite, progress=not args.quiet)
+    for o in outcomes:
+        print(f"{'ok    ' if o.ok else 'FAILED'} {o.run.name:<24} {o.seconds:7.1f} s  {o.output}")
+    failed = [o for o in outcomes if not o.ok]
+    for o in failed:
+        print(f"{PROG}: notebook {o.run.notebook.name} (run {o.run.name}) failed at {o.error}; see {o.output}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "notebooks": cmd_notebooks}
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("MPLBACKEND", "Agg")  # the CLI only writes PNGs
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        return COMMANDS[args.command](args) or 0
     except UserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    return 0

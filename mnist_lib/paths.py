@@ -1,15 +1,20 @@
 """Every path the project uses, in one place.
 
-Override the data location with the MNIST_DATA_DIR environment variable or an
-explicit argument; everything else is relative to the repository root.
+The data location comes from an explicit argument, else MNIST_DATA_DIR, else
+data/mnist. Results and figures go under the repository unless MNIST_RESULTS_DIR
+or MNIST_FIGURES_DIR point elsewhere: the notebook tests set both to a scratch
+folder, so re-executing a notebook never touches the committed results.
 """
 
+import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR_ENV = "MNIST_DATA_DIR"
 DEFAULT_DATA_DIR = REPO_ROOT / "data" / "mnist"
-RESULTS_DIR = REPO_ROOT / "results"
+RESULTS_DIR = Path(os.environ.get("MNIST_RESULTS_DIR") or REPO_ROOT / "results")
+FIGURES_DIR = Path(os.environ.get("MNIST_FIGURES_DIR") or REPO_ROOT / "figures")
 RUNS_DIR = RESULTS_DIR / "runs"
-FIGURES_DIR = REPO_ROOT / "figures"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+NOTEBOOK_PARAMS_DIR = NOTEBOOKS_DIR / "params"
+EXECUTED_NOTEBOOKS_DIR = RESULTS_DIR / "notebooks"

@@ -16,6 +16,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from .explore import class_fractions
 from .runs import atomic_write
 
 DPI = 110
@@ -103,3 +104,28 @@ def save_figure(fig, path: str | Path, close: bool = False) -> Path:
     if close:
         plt.close(fig)
     return Path(path)
+
+
+def plot_class_counts(counts: pd.DataFrame, title: str = "Class balance per split"):
+    """Grouped bars of each split's class fractions, so splits of different sizes compare."""
+    frac = class_fractions(counts).reset_index().melt(id_vars="class", var_name="split", value_name="fraction")
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    sns.barplot(data=frac, x="class", y="fraction", hue="split", ax=ax)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), title="split")
+    ax.set(xlabel="digit", ylabel="fraction of split", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mean_images(means: torch.Tensor, title: str = "Mean image of each class"):
+    """The ten class-mean images in one row."""
+    return plot_digit_grid(means, [str(c) for c in range(len(means))], ncols=len(means), title=title)
+
+
+def plot_pixel_histogram(images: torch.Tensor, title: str = "Pixel intensities"):
+    """Histogram of raw pixel values (log scale: most pixels are background)."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.hist(images.flatten().numpy(), bins=64, range=(0, 255), color="tab:blue", log=True)
+    ax.set(xlabel="pixel value (0 = background)", ylabel="pixels (log scale)", title=title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,141 @@
+"""Run parameterized notebooks in batch through papermill: one YAML run file per execution.
+
+    python -m mnist_lib notebooks                                  # every notebooks/params/*.yaml, by name
+    python -m mnist_lib notebooks notebooks/params/02_train.yaml --overwrite
+
+A run file names a notebook (relative to notebooks/, or absolute) and its parameters, which
+must be names from the notebook's `parameters` cell:
+
+    notebook: 02_train.ipynb
+    parameters:
+      run_name: reference
+      epochs: 25
+
+The executed copy is written to results/notebooks/<run file name>.ipynb, never
+over the source. Every run file is checked before the first notebook starts. A
+failing notebook keeps its executed copy, error included, and the batch goes on;
+the command then exits with status 1, naming each failed notebook and cell.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Config
+from .errors import UserError
+from .paths import EXECUTED_NOTEBOOKS_DIR, NOTEBOOK_PARAMS_DIR, NOTEBOOKS_DIR
+
+KERNEL = "python3"  # the project environment's own kernel (see use_project_kernel)
+
+
+@dataclass
+class NotebookRun:
+    """One execution: which notebook, with which parameters, under which name."""
+
+    name: str
+    notebook: Path
+    parameters: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    run: NotebookRun
+    output: Path
+    ok: bool
+    seconds: float
+    error: str = ""
+
+
+def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
+    """The parameters a notebook declares (name -> papermill's name/type/default/help)."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook))
+
+
+def load_run(path: str | Path) -> NotebookRun:
+    """Read and check a run file: known keys, an existing notebook, declared and valid parameters."""
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"run file {path} not found") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"run file {path}: cannot read YAML ({e})") from None
+    if not isinstance(spec, dict) or set(spec) - {"notebook", "parameters"} or "notebook" not in spec:
+        raise UserError(f"run file {path}: expected the keys 'notebook' and optionally 'parameters'")
+    notebook = NOTEBOOKS_DIR / spec["notebook"]  # an absolute path is kept as it is
+    if not notebook.is_file():
+        raise UserError(f"run file {path}: notebook {notebook} not found")
+    params = spec.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise UserError(f"run file {path}: 'parameters' must be a mapping of names to values")
+    declared = notebook_parameters(notebook)
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise UserError(f"run file {path}: {notebook.name} has no parameter(s) {', '.join(unknown)}; it has {', '.join(declared)}")
+    try:
+        Config().replace(**{k: v for k, v in params.items() if k in Config.field_names()})
+    except UserError as e:
+        raise UserError(f"run file {path}: {e}") from None
+    return NotebookRun(path.stem, notebook, params)
+
+
+def default_run_files() -> list[Path]:
+    return sorted(NOTEBOOK_PARAMS_DIR.glob("*.yaml"))
+
+
+def use_project_kernel() -> None:
+    """Make the kernel named python3 resolve to this interpreter's environment.
+
+    Its kernelspec lives in <venv>/share/jupyter; putting that first on
+    JUPYTER_PATH wins over any user-wide python3 kernel of another environment.
+    """
+    own = str(Path(sys.prefix) / "share" / "jupyter")
+    paths = [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    if own not in paths:
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([own, *paths])
+
+
+def run_batch(
+    runs: list[NotebookRun], output_dir: str | Path = EXECUTED_NOTEBOOKS_DIR, overwrite: bool = False, progress: bool = True
+) -> list[Outcome]:
+    """Execute each run with papermill; a failure is recorded and the batch continues."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    output_dir = Path(output_dir)
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise UserError(f"two run files share a name: {names}")
+    existing = [output_dir / f"{n}.ipynb" for n in names if (output_dir / f"{n}.ipynb").exists()]
+    if existing and not overwrite:
+        raise UserError(f"executed copies exist ({', '.join(map(str, existing))}); pass --overwrite to replace them")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    use_project_kernel()
+    outcomes = []
+    for run in runs:
+        final = output_dir / f"{run.name}.ipynb"
+        tmp = output_dir / f".{run.name}.running.ipynb"  # renamed when the run ends, so a copy is never half-written
+        print(f"[{run.name}] {run.notebook.name} -> {final}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        error = ""
+        try:
+            papermill.execute_notebook(
+                str(run.notebook), str(tmp), parameters=run.parameters, kernel_name=KERNEL, cwd=str(NOTEBOOKS_DIR), progress_bar=progress
+            )
+        except PapermillExecutionError as e:
+            error = f"cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}"
+        except Exception as e:  # kernel died, missing kernel, ...: still a failed run, not a crashed batch
+            error = f"{type(e).__name__}: {e}"
+        if tmp.exists():
+            os.replace(tmp, final)
+        outcomes.append(Outcome(run, final, not error, time.perf_counter() - start, error))
+    return outcomes
