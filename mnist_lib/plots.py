@@ -129,3 +129,10 @@ def plot_pixel_histogram(images: torch.Tensor, title: str = "Pixel intensities")
     ax.set(xlabel="pixel value (0 = background)", ylabel="pixels (log scale)", title=title)
     fig.tight_layout()
     return fig
+
+
+def save_figure_in(fig, directory: str | Path | None, name: str):
+    """Save `fig` as directory/name when a directory is given (notebooks: "" means display only); return `fig`."""
+    if directory is not None:
+        save_figure(fig, Path(directory) / name)
+    return fig
