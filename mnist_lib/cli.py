@@ -113,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--overwrite", action="store_true", help="replace executed copies that already exist")
     nb.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
 
+    sw = sub.add_parser(
+        "sweep",
+        help="hyperparameter search: grid, then refinement (resumable)",
+        description="Run or resume a sweep file: the grid, then refinement, in parallel workers; results in results/sweeps/<name>/.",
+    )
+    sw.add_argument("sweep_file", metavar="SWEEP_FILE")
+    sw.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes (default: the file's, else one per core)")
+    sw.add_argument(
+        "--recover", action="store_true", help="re-queue trials left running by a killed sweep (automatic with the default SQLite store)"
+    )
+
     pr = sub.add_parser("predict", help="classify digit images (PNG/JPEG) with a trained run")
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("images", metavar="IMAGE", nargs="+")
@@ -216,7 +227,28 @@ def cmd_notebooks(args) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "notebooks": cmd_notebooks}
+def cmd_sweep(args) -> None:
+    from .sweep import run_sweep
+    from .sweep_report import trials_table
+    from .sweep_spec import load_spec
+
+    spec = load_spec(args.sweep_file)
+    out = run_sweep(spec, workers=args.workers, recover=True if args.recover else None)
+    table = trials_table(spec)
+    done = table[table["status"] == "completed"]
+    print(f"{len(table)} trials ({len(done)} completed) -> {out}")
+    if len(done):
+        print(f"best validation accuracy {done['best_val_acc'].max():.4f}; config: {out / 'best_config.json'}")
+
+
+COMMANDS = {
+    "sweep": cmd_sweep,
+    "data": cmd_data,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "notebooks": cmd_notebooks,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

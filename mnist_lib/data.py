@@ -41,6 +41,7 @@ SPLIT_FILES = {
 # the mirrors torchvision uses, tried in order
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 MIRRORS_ENV = "MNIST_MIRRORS"
+TEST_LOCK_ENV = "MNIST_TEST_LOCKED"  # set in sweep workers: reading the test set then raises
 DOWNLOAD_TIMEOUT_S = 30
 
 
@@ -182,4 +183,6 @@ def read_split(split: str, directory: str | Path | None = None) -> tuple[torch.T
     """
     if split not in SPLIT_FILES:
         raise UserError(f"unknown split {split!r}; choose 'train' or 'test'")
+    if split == "test" and os.environ.get(TEST_LOCK_ENV):
+        raise UserError(f"the test set is locked ({TEST_LOCK_ENV} is set, as in every sweep worker): tuning selects on validation only")
     return _read_split_cached(data_dir(directory), split)

@@ -136,3 +136,40 @@ def save_figure_in(fig, directory: str | Path | None, name: str):
     if directory is not None:
         save_figure(fig, Path(directory) / name)
     return fig
+
+
+def plot_sweep_params(trials: pd.DataFrame, params: Sequence[str]):
+    """Validation accuracy of each completed trial against each searched parameter, by stage."""
+    fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.4), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], params, strict=True):
+        numeric = pd.api.types.is_numeric_dtype(trials[name])
+        sns.stripplot(data=trials, x=name, y="best_val_acc", hue="stage", ax=ax, native_scale=numeric, dodge=False)
+        if numeric and (trials[name] > 0).all():
+            ax.set_xscale("log")
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.set(ylabel="best validation accuracy")
+    fig.suptitle("Validation accuracy vs each parameter")
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep_progress(trials: pd.DataFrame):
+    """Best validation accuracy so far against trials finished, in the order they were run."""
+    done = trials[trials["status"] == "completed"].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(range(1, len(done) + 1), done["best_val_acc"], "o", ms=3, alpha=0.5, label="trial")
+    ax.step(range(1, len(done) + 1), done["best_val_acc"].cummax(), where="post", label="best so far")
+    ax.set(xlabel="trial (grid, then refinement)", ylabel="validation accuracy", title="Sweep progress")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep_heatmap(trials: pd.DataFrame, row: str, col: str):
+    """Grid of a two-parameter sweep: validation accuracy per cell."""
+    table = trials.pivot_table(index=row, columns=col, values="best_val_acc", aggfunc="max")
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    sns.heatmap(table, annot=True, fmt=".4f", cmap="viridis", ax=ax)
+    ax.set(title="Grid: best validation accuracy")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,236 @@
+"""Run a sweep: the grid, then refinement, in parallel worker processes, resumable, on validation only.
+
+    python -m mnist_lib sweep sweeps/smoke.yaml            # run, or resume after a kill
+    run_sweep(load_spec("sweeps/smoke.yaml"))              # the same from Python (notebook 03)
+
+Trials live in an Optuna study (SQLite in results/sweeps/<name>/study.db by
+default, or the database URL in `storage:`). Each worker process runs one trial
+at a time with `threads` torch threads, as a papermill execution of
+02_train.ipynb (the default; the executed notebook is the trial's record) or as
+a library call. The test set is locked in every worker: reading it raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import multiprocessing as mp
+import os
+import signal
+import time
+from pathlib import Path
+
+from .data import TEST_LOCK_ENV
+from .errors import UserError
+from .paths import NOTEBOOKS_DIR, RESULTS_DIR
+from .sweep_spec import SweepSpec, decode_choice, refine_space
+
+GRID, REFINE = "grid", "refine"
+
+
+def sweep_dir(spec: SweepSpec) -> Path:
+    return RESULTS_DIR / "sweeps" / spec.name
+
+
+def storage_url(spec: SweepSpec) -> str:
+    return spec.storage or f"sqlite:///{sweep_dir(spec) / 'study.db'}"
+
+
+def _quiet_optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def open_study(spec: SweepSpec, stage: str, worker_index: int = 0):
+    """The study of one stage (created on first use); grid values are JSON-encoded categoricals."""
+    optuna = _quiet_optuna()
+    if stage == GRID:  # grid points are enqueued by the coordinator; workers only claim them
+        sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+    else:
+        # each worker draws its own stream, or parallel workers would propose the same first points
+        sampler = optuna.samplers.TPESampler(seed=spec.seed + 1000 * worker_index, n_startup_trials=min(5, max(1, spec.refine_trials // 3)))
+    return optuna.create_study(
+        storage=storage_url(spec), study_name=f"{spec.name}:{stage}", sampler=sampler, direction="maximize", load_if_exists=True
+    )
+
+
+def _suggest(trial, spec: SweepSpec, stage: str, space: dict) -> dict:
+    if stage == GRID:
+        return decode_choice({name: trial.suggest_categorical(name, [json.dumps(v) for v in values]) for name, values in spec.grid.items()})
+    params = {}
+    for name, dim in space.items():
+        if dim["type"] == "categorical":
+            params[name] = trial.suggest_categorical(name, dim["choices"])
+        elif dim["type"] == "int":
+            params[name] = trial.suggest_int(name, dim["low"], dim["high"], log=dim["log"])
+        else:
+            params[name] = trial.suggest_float(name, dim["low"], dim["high"], log=dim["log"])
+    return decode_choice(params)
+
+
+def run_trial(spec: SweepSpec, config, name: str) -> dict:
+    """Train one trial config; returns the run's summary.json. Never touches the test set."""
+    out = sweep_dir(spec)
+    subset = spec.max_train_samples or None
+    if spec.executor == "library":
+        from .experiment import train_and_record
+
+        _, _, summary = train_and_record(
+            config,
+            run_dir=out / "runs" / name,
+            overwrite=True,
+            max_train_samples=subset,
+            threads=spec.threads,
+            device="cpu",
+            progress=False,
+        )
+        return summary
+    import papermill
+
+    from .batch import KERNEL, use_project_kernel
+
+    use_project_kernel()
+    os.environ["MNIST_RESULTS_DIR"] = str(out)  # the kernel writes its run record to <sweep>/runs/<name>/
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    params = {**config.to_dict(), "run_name": name, "max_train_samples": spec.max_train_samples, "threads": spec.threads}
+    papermill.execute_notebook(
+        str(NOTEBOOKS_DIR / "02_train.ipynb"), str(out / "notebooks" / f"{name}.ipynb"),
+        parameters={**params, "device": "cpu", "overwrite": True}, kernel_name=KERNEL, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+    )  # fmt: skip
+    return json.loads((out / "runs" / name / "summary.json").read_text())
+
+
+def _objective(spec: SweepSpec, stage: str, space: dict):
+    optuna = _quiet_optuna()
+
+    def objective(trial) -> float:
+        start = time.perf_counter()
+        if stage == GRID and "fixed_params" not in trial.study._storage.get_trial_system_attrs(trial._trial_id):
+            raise optuna.TrialPruned("no grid point left to claim")  # lost a race for the last one
+        try:
+            point = _suggest(trial, spec, stage, space)
+            trial.set_user_attr("point", point)
+            summary = run_trial(spec, spec.config_for(point), f"{stage}-{trial.number:04d}")
+        except Exception as e:
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            trial.set_user_attr("seconds", time.perf_counter() - start)
+            raise
+        for key in ("status", "final_val_acc", "epochs_run", "best_epoch", "split_hash"):
+            trial.set_user_attr(key, summary.get(key))
+        trial.set_user_attr("seconds", time.perf_counter() - start)
+        value = summary.get("best_val_acc")
+        if summary.get("status") != "completed" or value is None or value != value:
+            trial.set_user_attr("error", f"training {summary.get('status')}")
+            raise RuntimeError(f"training {summary.get('status')}")  # recorded as failed, the sweep goes on
+        return float(value)
+
+    return objective
+
+
+def _die_with_parent() -> None:
+    """Linux: end this worker when the coordinator dies (SIGKILL included), so no orphan keeps training."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _finished(study) -> list:
+    """Trials that count: complete or failed, not the ones killed and re-queued."""
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)) if not t.user_attrs.get("killed")]
+
+
+def _has_work(spec: SweepSpec, study, stage: str) -> bool:
+    from optuna.trial import TrialState
+
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if stage == GRID or waiting:
+        return bool(waiting)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return len(_finished(study)) + len(running) < spec.refine_trials
+
+
+def worker(spec: SweepSpec, stage: str, index: int = 0) -> None:
+    """One worker process: claim and run trials of `stage`, one at a time, until none is left."""
+    _die_with_parent()
+    os.environ[TEST_LOCK_ENV] = "1"  # selection is on validation only; kernels inherit the lock
+    import torch
+
+    torch.set_num_threads(spec.threads)
+    study = open_study(spec, stage, index)
+    objective = _objective(spec, stage, study.user_attrs.get("space", {}))
+    while _has_work(spec, study, stage):
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+
+
+def requeue_killed(study) -> int:
+    """Mark trials left RUNNING by a killed sweep as failed ('killed') and queue their points again."""
+    from optuna.trial import TrialState
+
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "killed", True)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        n += 1
+    return n
+
+
+def _run_stage(spec: SweepSpec, stage: str, workers: int) -> None:
+    if workers == 1:
+        worker(spec, stage)
+        return
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=worker, args=(spec, stage, i), name=f"sweep-{stage}-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+
+
+def run_sweep(spec: SweepSpec, workers: int | None = None, recover: bool | None = None) -> Path:
+    """Run (or resume) both stages, then write trials.csv, best_config.json and the figures.
+
+    With the default SQLite store a lock file shows whether another sweep on it
+    is alive; if none is, trials left RUNNING by a killed run are re-queued. With
+    a shared database the coordinator cannot know that, so pass recover=True
+    (--recover) only when no worker runs anywhere.
+    """
+    from .sweep_report import write_report
+
+    out = sweep_dir(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = workers or spec.workers
+    lock = open(out / ".lock", "w")  # noqa: SIM115 - held for the whole sweep
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UserError(f"another sweep is running on {out}") from None
+    if recover is None:
+        recover = not spec.storage
+    grid = open_study(spec, GRID)
+    if not grid.get_trials(deepcopy=False):
+        for point in spec.grid_points():
+            grid.enqueue_trial({k: json.dumps(v) for k, v in point.items()})
+    if recover:
+        requeue_killed(grid)
+    _run_stage(spec, GRID, workers)
+    if spec.refine_trials:
+        refine = open_study(spec, REFINE)
+        if "space" not in refine.user_attrs:
+            done = sorted((t for t in _finished(grid) if t.value is not None), key=lambda t: -t.value)
+            if not done:
+                raise UserError(f"sweep {spec.name}: no grid trial completed, nothing to refine around")
+            best = [t.user_attrs["point"] for t in done[: spec.refine_top]]
+            refine.set_user_attr("space", refine_space(spec, best))
+        if recover:
+            requeue_killed(refine)
+        _run_stage(spec, REFINE, workers)
+    write_report(spec)
+    lock.close()
+    return out

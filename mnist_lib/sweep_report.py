@@ -1,0 +1,68 @@
+"""A sweep's outputs: trials.csv, best_config.json and figures, in results/sweeps/<name>/.
+
+table = trials_table(spec)       # one row per trial of both stages (killed-and-retried ones left out)
+write_report(spec)               # the files; run_sweep calls it at the end
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from . import plots
+from .config import Config
+from .runs import atomic_write, write_json
+from .sweep import GRID, REFINE, open_study, sweep_dir
+from .sweep_spec import SweepSpec
+
+STATUS = {"COMPLETE": "completed", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting", "PRUNED": "skipped"}
+
+
+def trials_table(spec: SweepSpec) -> pd.DataFrame:
+    """stage, trial, every searched parameter, best/final val acc, epochs run, seconds, status, error."""
+    rows = []
+    stages = [GRID, REFINE] if spec.refine_trials else [GRID]
+    for stage in stages:
+        for t in open_study(spec, stage).get_trials(deepcopy=False):
+            if t.user_attrs.get("killed") or t.state.name == "PRUNED":
+                continue
+            point = t.user_attrs.get("point", {})
+            row = {"stage": stage, "trial": t.number}
+            row.update({k: (str(list(v)) if isinstance(v, (list, tuple)) else v) for k, v in point.items()})
+            row.update(
+                best_val_acc=t.value,
+                final_val_acc=t.user_attrs.get("final_val_acc"),
+                epochs_run=t.user_attrs.get("epochs_run"),
+                seconds=t.user_attrs.get("seconds"),
+                status=t.user_attrs.get("status") if t.state.name == "COMPLETE" else STATUS[t.state.name],
+                error=t.user_attrs.get("error", ""),
+            )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_config(spec: SweepSpec, table: pd.DataFrame) -> Config | None:
+    done = table[table["status"] == "completed"]
+    if done.empty:
+        return None
+    best = done.loc[done["best_val_acc"].idxmax()]
+    study = open_study(spec, best["stage"])
+    return spec.config_for(study.trials[int(best["trial"])].user_attrs["point"])
+
+
+def write_report(spec: SweepSpec) -> pd.DataFrame:
+    out = sweep_dir(spec)
+    table = trials_table(spec)
+    atomic_write(out / "trials.csv", table.to_csv(index=False, lineterminator="\n"))
+    cfg = best_config(spec, table)
+    if cfg is not None:
+        atomic_write(out / "best_config.json", cfg.to_json())
+        done = table[table["status"] == "completed"]
+        write_json(out / "best.json", {"best_val_acc": float(done["best_val_acc"].max()), "n_trials": len(table), "config": cfg.to_dict()})
+        figs = out / "figures"
+        params = [p for p in spec.grid]
+        plots.save_figure(plots.plot_sweep_params(done, params), figs / "accuracy_vs_params.png", close=True)
+        plots.save_figure(plots.plot_sweep_progress(table), figs / "best_so_far.png", close=True)
+        if len(params) == 2:
+            grid = done[done["stage"] == GRID]
+            plots.save_figure(plots.plot_sweep_heatmap(grid, *params), figs / "grid_heatmap.png", close=True)
+    return table

@@ -1,0 +1,197 @@
+"""Sweep files: what to search. A grid over Config fields, then refinement around the best grid points.
+
+    spec = load_spec("sweeps/smoke.yaml")     # refused with one clear line if invalid
+    spec.grid_points()                         # every combination, as Config-field dicts
+    refine_space(spec, best_points)            # the finer ranges stage 2 samples from
+
+A sweep file (field names are Config's):
+
+    name: smoke                 # results/sweeps/<name>/ (default: the file name)
+    base: {epochs: 2}           # fixed for every trial; unlisted fields keep the reference values
+    grid:                       # stage 1: every combination
+      lr: [5.0e-4, 1.0e-3]
+      weight_decay: [0.0, 5.0e-5]
+    refine: {trials: 4, top: 2} # stage 2: `trials` TPE trials inside the ranges spanned by the best `top` grid points
+    trial: {executor: papermill, max_train_samples: 0, threads: 1}
+    workers: 2                  # parallel worker processes (default: one per CPU core)
+    storage: ""                 # "": SQLite in results/sweeps/<name>/; or a database URL shared by several machines
+    seed: 0                     # sampler seed
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Config
+from .errors import UserError
+
+EXECUTORS = ("papermill", "library")
+TOP_KEYS = {"name", "base", "grid", "refine", "trial", "workers", "storage", "seed"}
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep file."""
+
+    name: str
+    base: dict[str, Any]
+    grid: dict[str, list]
+    refine_trials: int = 0
+    refine_top: int = 3
+    executor: str = "papermill"
+    max_train_samples: int = 0  # 0: the whole training split
+    threads: int = 1  # torch threads per worker
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    storage: str = ""
+    seed: int = 0
+    path: str = ""
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid values, in a fixed order."""
+        names = list(self.grid)
+        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.grid[n] for n in names))]
+
+    def config_for(self, point: dict[str, Any]) -> Config:
+        return Config.from_dict({**self.base, **point})
+
+
+def _need(ok: bool, path: str, msg: str) -> None:
+    if not ok:
+        raise UserError(f"invalid sweep file {path}: {msg}")
+
+
+def _positive_int(value: Any, path: str, what: str, minimum: int = 1) -> int:
+    _need(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        path,
+        f"{what} must be an integer >= {minimum}, got {value!r}",
+    )
+    return value
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and check a sweep file; every grid point must make a valid Config."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"sweep file {path} not found") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"sweep file {path}: cannot read YAML ({e})") from None
+    p = str(path)
+    _need(isinstance(raw, dict), p, "expected a mapping at the top level")
+    unknown = sorted(set(raw) - TOP_KEYS)
+    _need(not unknown, p, f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(TOP_KEYS))}")
+    fields = set(Config.field_names())
+    base = raw.get("base") or {}
+    grid = raw.get("grid")
+    _need(isinstance(base, dict), p, "'base' must map Config fields to values")
+    _need(isinstance(grid, dict) and grid, p, "'grid' must map at least one Config field to a list of values")
+    for section, keys in (("base", base), ("grid", grid)):
+        bad = sorted(set(keys) - fields)
+        _need(not bad, p, f"unknown field(s) in {section}: {', '.join(bad)}; valid fields: {', '.join(Config.field_names())}")
+    for name, values in grid.items():
+        _need(isinstance(values, list) and values, p, f"grid.{name} must be a non-empty list of values")
+        _need(len({json.dumps(v) for v in values}) == len(values), p, f"grid.{name} repeats a value")
+    _need(not set(base) & set(grid), p, f"field(s) both fixed and searched: {', '.join(sorted(set(base) & set(grid)))}")
+    refine = raw.get("refine") or {}
+    trial = raw.get("trial") or {}
+    _need(isinstance(refine, dict) and set(refine) <= {"trials", "top"}, p, "'refine' takes 'trials' and 'top'")
+    _need(
+        isinstance(trial, dict) and set(trial) <= {"executor", "max_train_samples", "threads"},
+        p,
+        "'trial' takes 'executor', 'max_train_samples' and 'threads'",
+    )
+    spec = SweepSpec(
+        name=str(raw.get("name") or path.stem),
+        base=base,
+        grid={k: list(v) for k, v in grid.items()},
+        refine_trials=_positive_int(refine.get("trials", 0), p, "refine.trials", minimum=1 if "refine" in raw else 0),
+        refine_top=_positive_int(refine.get("top", 3), p, "refine.top"),
+        executor=trial.get("executor", "papermill"),
+        max_train_samples=_positive_int(trial.get("max_train_samples", 0), p, "trial.max_train_samples", minimum=0),
+        threads=_positive_int(trial.get("threads", 1), p, "trial.threads"),
+        workers=_positive_int(raw.get("workers", os.cpu_count() or 1), p, "workers"),
+        storage=str(raw.get("storage") or ""),
+        seed=_positive_int(raw.get("seed", 0), p, "seed", minimum=0),
+        path=p,
+    )
+    _need(spec.executor in EXECUTORS, p, f"trial.executor must be one of {', '.join(EXECUTORS)}, got {spec.executor!r}")
+    _need(spec.name.replace("-", "").replace("_", "").isalnum(), p, f"name may hold letters, digits, - and _ only, got {spec.name!r}")
+    for point in spec.grid_points():  # refuse a bad value before anything runs
+        try:
+            spec.config_for(point)
+        except UserError as e:
+            raise UserError(f"invalid sweep file {p}: grid point {json.dumps(point)}: {e}") from None
+    return spec
+
+
+# --- stage 2: ranges around the best grid points -------------------------------------------------
+
+
+def refine_space(spec: SweepSpec, best: list[dict[str, Any]]) -> dict[str, dict]:
+    """Search space for refinement, from the best grid points (best first).
+
+    A numeric field searched over several grid values gets a continuous range
+    from the grid value just below the lowest of the best points to the one just
+    above the highest, one grid step further where a best point sits on the
+    edge of the grid (log scale when all values are positive). Any other field
+    (lists such as hidden/dropout, or one-value fields) becomes one categorical
+    choice among the combinations the best points used.
+    """
+    space: dict[str, dict] = {}
+    categorical = []
+    for name, values in spec.grid.items():
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if not numeric or len(values) < 2:
+            categorical.append(name)
+            continue
+        ordered = sorted(values)
+        chosen = [pt[name] for pt in best]
+        lo_i, hi_i = ordered.index(min(chosen)), ordered.index(max(chosen))
+        log = ordered[0] > 0
+        # one grid step beyond the best points; past an edge of the grid, one more step of the same size
+        low = (
+            ordered[lo_i - 1]
+            if lo_i > 0
+            else (
+                ordered[0] ** 2 / ordered[1]
+                if log
+                else max(0, 2 * ordered[0] - ordered[1])
+                if ordered[0] >= 0
+                else 2 * ordered[0] - ordered[1]
+            )
+        )
+        high = ordered[hi_i + 1] if hi_i < len(ordered) - 1 else (ordered[-1] ** 2 / ordered[-2] if log else 2 * ordered[-1] - ordered[-2])
+        is_int = all(isinstance(v, int) for v in values)
+        if is_int:
+            low, high = int(round(low)), int(round(high))
+        space[name] = {"type": "int" if is_int else "float", "low": low, "high": high, "log": log}
+    if categorical:
+        combos = []
+        for pt in best:
+            combo = json.dumps({n: pt[n] for n in categorical}, sort_keys=True)
+            if combo not in combos:
+                combos.append(combo)
+        space["_choice"] = {"type": "categorical", "choices": combos}
+    return space
+
+
+def decode_choice(params: dict[str, Any]) -> dict[str, Any]:
+    """Optuna params -> Config fields (the categorical '_choice' and grid values are JSON strings)."""
+    out = {}
+    for name, value in params.items():
+        if name == "_choice":
+            out.update(json.loads(value))
+        elif isinstance(value, str):
+            out[name] = json.loads(value)
+        else:
+            out[name] = value
+    return out

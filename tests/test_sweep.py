@@ -1,0 +1,167 @@
+"""Sweeps: file validation, grid expansion, refinement ranges, parallel and resumable runs, validation-only selection."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from mnist_lib.data import FILES, TEST_LOCK_ENV, find_file, read_split
+from mnist_lib.errors import UserError
+from mnist_lib.sweep_spec import load_spec, refine_space
+
+TINY_BASE = {"epochs": 1, "hidden": [16], "dropout": [0.0], "batch_size": 64}
+
+
+def write_sweep(path, **spec):
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture
+def train_only_data(tmp_path_factory, mnist_dir):
+    """A data folder holding only the training files: reading the test set there fails."""
+    folder = tmp_path_factory.mktemp("train_only")
+    for name in FILES:
+        if name.startswith("train"):
+            src = find_file(mnist_dir, name)
+            os.symlink(src, folder / src.name)
+    return folder
+
+
+@pytest.fixture
+def sweep_env(tmp_path, monkeypatch, train_only_data):
+    monkeypatch.setenv("MNIST_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("MNIST_DATA_DIR", str(train_only_data))
+    monkeypatch.setenv("MNIST_MIRRORS", "http://127.0.0.1:9/")  # a test-set read could not even download
+    return tmp_path
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "mnist_lib", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def trials(tmp_path, name):
+    return pd.read_csv(tmp_path / "results" / "sweeps" / name / "trials.csv")
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def test_grid_expansion(tmp_path):
+    spec = load_spec(write_sweep(tmp_path / "g.yaml", base=TINY_BASE, grid={"lr": [1e-3, 2e-3, 4e-3], "seed": [0, 1]}))
+    points = spec.grid_points()
+    assert len(points) == 6
+    assert {(p["lr"], p["seed"]) for p in points} == {(lr, s) for lr in (1e-3, 2e-3, 4e-3) for s in (0, 1)}
+    assert spec.config_for(points[0]).hidden == (16,) and spec.name == "g"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"grid": {"learning_rate": [1e-3]}}, "unknown field"),
+        ({"grid": {}}, "'grid' must map"),
+        ({"grid": {"lr": []}}, "non-empty list"),
+        ({"grid": {"lr": [1e-3, -1.0]}}, "lr must be > 0"),
+        ({"grid": {"hidden": [[8, 8]]}}, "one dropout per hidden layer"),
+        ({"grid": {"lr": [1e-3]}, "refine": {"trials": 0}}, "refine.trials must be an integer >= 1"),
+        ({"grid": {"lr": [1e-3]}, "workers": 0}, "workers must be an integer >= 1"),
+        ({"grid": {"lr": [1e-3]}, "trial": {"executor": "slurm"}}, "executor must be one of"),
+        ({"grid": {"lr": [1e-3]}, "colour": "blue"}, "unknown key"),
+        ({"grid": {"lr": [1e-3]}, "base": {"lr": 1e-3}}, "both fixed and searched"),
+    ],
+)
+def test_invalid_sweep_files_are_refused(tmp_path, spec, message):
+    with pytest.raises(UserError, match=message):
+        load_spec(write_sweep(tmp_path / "bad.yaml", **spec))
+
+
+def test_invalid_sweep_file_is_exit_2_before_anything_runs(tmp_path):
+    path = write_sweep(tmp_path / "bad.yaml", name="bad", grid={"lr": [0.0]})
+    proc = run_cli("sweep", str(path), timeout=60)
+    assert proc.returncode == 2 and "lr must be > 0" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_refinement_searches_around_the_best_grid_points(tmp_path):
+    spec = load_spec(
+        write_sweep(
+            tmp_path / "r.yaml",
+            base={"epochs": 1, "dropout": [0.0]},
+            grid={"lr": [1e-4, 1e-3, 1e-2, 1e-1], "weight_decay": [0.0, 1e-5, 1e-4], "hidden": [[16], [32]]},
+            refine={"trials": 3, "top": 2},
+        )
+    )
+    best = [{"lr": 1e-3, "weight_decay": 1e-5, "hidden": [32]}, {"lr": 1e-2, "weight_decay": 1e-5, "hidden": [16]}]
+    space = refine_space(spec, best)
+    assert space["lr"] == {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}  # one grid step around 1e-3..1e-2
+    assert space["weight_decay"]["low"] == 0.0 and space["weight_decay"]["high"] == 1e-4 and not space["weight_decay"]["log"]
+    assert len(space["_choice"]["choices"]) == 2  # the architectures of the best points only
+    edge = refine_space(spec, [{"lr": 1e-1, "weight_decay": 1e-4, "hidden": [16]}])
+    assert edge["lr"]["high"] == pytest.approx(1.0) and edge["lr"]["low"] == 1e-2  # past the edge: one more step
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def test_parallel_workers_give_the_same_trials_as_one_and_failures_are_recorded(sweep_env):
+    grid = {"lr": [1e-3, 3e-3, 1e30], "seed": [0, 1]}  # lr 1e30 diverges: recorded, not fatal
+    common = {"base": TINY_BASE, "grid": grid, "trial": {"executor": "library", "max_train_samples": 600}}
+    one = write_sweep(sweep_env / "one.yaml", name="one", workers=1, **common)
+    two = write_sweep(sweep_env / "two.yaml", name="two", workers=2, **common)
+    for path in (one, two):
+        proc = run_cli("sweep", str(path))
+        assert proc.returncode == 0, proc.stderr
+    a, b = trials(sweep_env, "one"), trials(sweep_env, "two")
+    assert len(a) == len(b) == 6
+    key = ["lr", "seed"]
+    merged = a.sort_values(key).reset_index(drop=True).compare(b.sort_values(key).reset_index(drop=True)[a.columns])
+    assert set(merged.columns.get_level_values(0)) <= {"trial", "seconds"}  # same points, same accuracies
+    failed = a[a["lr"] == 1e30]
+    assert (failed["status"] == "failed").all() and failed["error"].str.contains("diverged").all()
+    assert (a[a["lr"] < 1]["status"] == "completed").all()  # every other trial ran: the test set was never needed
+    best = (sweep_env / "results" / "sweeps" / "one" / "best_config.json").read_text()
+    assert '"lr": 0.003' in best or '"lr": 0.001' in best
+
+
+def test_resume_after_sigkill_runs_each_point_once(sweep_env):
+    path = write_sweep(
+        sweep_env / "k.yaml",
+        name="k",
+        workers=1,
+        base={**TINY_BASE, "epochs": 3},
+        grid={"lr": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3]},
+        refine={"trials": 2, "top": 2},
+        trial={"executor": "library", "max_train_samples": 3000},
+    )
+    db = sweep_env / "results" / "sweeps" / "k" / "study.db"
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_lib", "sweep", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and done < 2:
+        time.sleep(0.2)
+        if db.exists():
+            with sqlite3.connect(db) as con:
+                done = con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= done < 5, "the kill should land in the middle of the grid"
+    resumed = run_cli("sweep", str(path))
+    assert resumed.returncode == 0, resumed.stderr
+    t = trials(sweep_env, "k")
+    grid_rows = t[t["stage"] == "grid"]
+    assert sorted(grid_rows["lr"]) == [1e-3, 2e-3, 3e-3, 4e-3, 5e-3]  # every point once: none lost, none duplicated
+    assert (t["status"] == "completed").all() and len(t[t["stage"] == "refine"]) == 2
+
+
+def test_test_set_is_locked_in_sweep_workers(mnist_dir, monkeypatch):
+    monkeypatch.setenv(TEST_LOCK_ENV, "1")
+    with pytest.raises(UserError, match="locked"):
+        read_split("test", mnist_dir)
+    assert len(read_split("train", mnist_dir)[1]) == 60000
