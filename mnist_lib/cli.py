@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument("sweep_file", metavar="SWEEP_FILE")
     sw.add_argument("--workers", type=_positive_int, metavar="N", help="worker processes (default: the file's, else one per core)")
+    sw.add_argument("--overwrite", action="store_true", help="delete the sweep's earlier trials and outputs and start afresh")
     sw.add_argument(
         "--recover", action="store_true", help="re-queue trials left running by a killed sweep (automatic with the default SQLite store)"
     )
@@ -233,7 +234,7 @@ def cmd_sweep(args) -> None:
     from .sweep_spec import load_spec
 
     spec = load_spec(args.sweep_file)
-    out = run_sweep(spec, workers=args.workers, recover=True if args.recover else None)
+    out = run_sweep(spec, workers=args.workers, recover=True if args.recover else None, overwrite=args.overwrite)
     table = trials_table(spec)
     done = table[table["status"] == "completed"]
     print(f"{len(table)} trials ({len(done)} completed) -> {out}")

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import fcntl
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -51,11 +54,21 @@ def open_study(spec: SweepSpec, stage: str, worker_index: int = 0):
     if stage == GRID:  # grid points are enqueued by the coordinator; workers only claim them
         sampler = optuna.samplers.RandomSampler(seed=spec.seed)
     else:
-        # each worker draws its own stream, or parallel workers would propose the same first points
-        sampler = optuna.samplers.TPESampler(seed=spec.seed + 1000 * worker_index, n_startup_trials=min(5, max(1, spec.refine_trials // 3)))
-    return optuna.create_study(
-        storage=storage_url(spec), study_name=f"{spec.name}:{stage}", sampler=sampler, direction="maximize", load_if_exists=True
-    )
+        # one worker on one machine: reproducible; otherwise each process draws its own stream, or
+        # parallel workers (here or on other machines) would propose the same first points
+        alone = spec.workers == 1 and not spec.storage
+        seed = spec.seed if alone else hash((spec.seed, worker_index, os.getpid(), socket.gethostname())) % 2**31
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(1, spec.refine_trials // 3)))
+    try:
+        return optuna.create_study(
+            storage=storage_url(spec), study_name=f"{spec.name}:{stage}", sampler=sampler, direction="maximize", load_if_exists=True
+        )
+    except ImportError as e:
+        raise UserError(f"storage {spec.storage}: no database driver for it ({e.__cause__ or e}); e.g. pip install psycopg2-binary") from None
+    except Exception as e:  # sqlalchemy's OperationalError and friends: unreachable or refused
+        if type(e).__module__.startswith("sqlalchemy"):
+            raise UserError(f"storage {storage_url(spec)}: {str(e).splitlines()[0]}") from None
+        raise
 
 
 def _suggest(trial, spec: SweepSpec, stage: str, space: dict) -> dict:
@@ -158,6 +171,11 @@ def _has_work(spec: SweepSpec, study, stage: str) -> bool:
 def worker(spec: SweepSpec, stage: str, index: int = 0) -> None:
     """One worker process: claim and run trials of `stage`, one at a time, until none is left."""
     _die_with_parent()
+    # the worker's and its kernels' stderr (warnings, tracebacks) go to a log file, not the console or notebook
+    log_dir = sweep_dir(spec) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"worker-{stage}-{index}.log", "a")  # noqa: SIM115 - open for the process's life
+    os.dup2(log.fileno(), 2)
     os.environ[TEST_LOCK_ENV] = "1"  # selection is on validation only; kernels inherit the lock
     import torch
 
@@ -182,10 +200,8 @@ def requeue_killed(study) -> int:
 
 
 def _run_stage(spec: SweepSpec, stage: str, workers: int) -> None:
-    if workers == 1:
-        worker(spec, stage)
-        return
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("spawn")  # fresh interpreters: no torch thread pools or locks inherited
+    spec = dataclasses.replace(spec, workers=workers)
     procs = [ctx.Process(target=worker, args=(spec, stage, i), name=f"sweep-{stage}-{i}") for i in range(workers)]
     for p in procs:
         p.start()
@@ -193,13 +209,25 @@ def _run_stage(spec: SweepSpec, stage: str, workers: int) -> None:
         p.join()
 
 
-def run_sweep(spec: SweepSpec, workers: int | None = None, recover: bool | None = None) -> Path:
+def _delete_sweep(spec: SweepSpec, keep) -> None:
+    """Remove both stages' studies and every output except the held lock file."""
+    optuna = _quiet_optuna()
+    for stage in (GRID, REFINE):
+        with contextlib.suppress(KeyError):
+            optuna.delete_study(study_name=f"{spec.name}:{stage}", storage=storage_url(spec))
+    for path in sweep_dir(spec).iterdir():
+        if path.name != Path(keep.name).name:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def run_sweep(spec: SweepSpec, workers: int | None = None, recover: bool | None = None, overwrite: bool = False) -> Path:
     """Run (or resume) both stages, then write trials.csv, best_config.json and the figures.
 
     With the default SQLite store a lock file shows whether another sweep on it
     is alive; if none is, trials left RUNNING by a killed run are re-queued. With
     a shared database the coordinator cannot know that, so pass recover=True
-    (--recover) only when no worker runs anywhere.
+    (--recover) only when no worker runs anywhere. `overwrite` deletes the
+    sweep's earlier trials and outputs first, to start afresh.
     """
     from .sweep_report import write_report
 
@@ -211,12 +239,14 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, recover: bool | None 
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise UserError(f"another sweep is running on {out}") from None
+    if overwrite:
+        _delete_sweep(spec, keep=lock)
     if recover is None:
         recover = not spec.storage
     grid = open_study(spec, GRID)
     if not grid.get_trials(deepcopy=False):
-        for point in spec.grid_points():
-            grid.enqueue_trial({k: json.dumps(v) for k, v in point.items()})
+        for point in spec.grid_points():  # skip_if_exists: a second machine starting at once adds no duplicate
+            grid.enqueue_trial({k: json.dumps(v) for k, v in point.items()}, skip_if_exists=True)
     if recover:
         requeue_killed(grid)
     _run_stage(spec, GRID, workers)

@@ -22,6 +22,7 @@ RUN_FILES = sorted(NOTEBOOK_PARAMS_DIR.glob("*.yaml"))
 EXTRAS = {
     "01_explore_data.ipynb": {"n_samples", "figures_subdir"},
     "02_train.ipynb": {"run_name", "max_train_samples", "threads", "device", "overwrite", "figures_subdir"},
+    "03_tune.ipynb": {"sweep_file", "workers", "overwrite"},
     "04_final_evaluation.ipynb": {"config_file", "seeds", "output_name", "max_train_samples", "threads", "device", "overwrite"},
 }
 FIELD_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(Config)}
@@ -89,7 +90,7 @@ def test_no_functions_or_classes_and_no_stored_outputs(path):
 
 
 def test_train_and_explore_notebooks_never_read_the_test_set():
-    for name in ("01_explore_data.ipynb", "02_train.ipynb"):
+    for name in ("01_explore_data.ipynb", "02_train.ipynb", "03_tune.ipynb"):
         code = "\n".join(c.source for c in code_cells(read(NOTEBOOKS_DIR / name)))
         for needle in ("load_test", "evaluate_run", "multi_seed", 'read_split("test")', "t10k-images"):
             assert needle not in code, f"{name} uses {needle}"

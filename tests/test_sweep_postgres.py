@@ -1,0 +1,81 @@
+"""Two "machines" (coordinators with their own results folders) share one sweep in a real PostgreSQL server on loopback."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A throwaway PostgreSQL server on 127.0.0.1 (run as the postgres user; .ci/run installs the server)."""
+    if not PG_BIN or shutil.which("su") is None:
+        pytest.fail("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: apt-get install postgresql", pytrace=False)
+    bin_dir = PG_BIN[-1]
+    base = Path(tempfile.mkdtemp(prefix="mnist-pg-"))  # outside pytest's private tmp, which postgres cannot enter
+    base.chmod(0o755)
+    data = base / "pg"
+    data.mkdir()
+    shutil.chown(data, "postgres")
+    port = 55000 + (int(time.time() * 1000) % 900)
+
+    def as_postgres(cmd):
+        subprocess.run(["su", "postgres", "-s", "/bin/sh", "-c", cmd], check=True, capture_output=True, timeout=60)
+
+    as_postgres(f"{bin_dir}/initdb -D {data} -A trust -U postgres")
+    as_postgres(f"{bin_dir}/pg_ctl -D {data} -o '-p {port} -k {data} -c listen_addresses=127.0.0.1' -l {data}/log -w start")
+    try:
+        as_postgres(f"{bin_dir}/createdb -h 127.0.0.1 -p {port} -U postgres sweeps")
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/sweeps"
+    finally:
+        as_postgres(f"{bin_dir}/pg_ctl -D {data} -m immediate stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_two_machines_share_one_study_without_duplicates(tmp_path, postgres, mnist_dir):
+    sweep = tmp_path / "pg.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "pgshared",
+                "base": {"epochs": 1, "hidden": [16], "dropout": [0.0]},
+                "grid": {"lr": [1e-3, 2e-3, 4e-3], "seed": [0, 1]},
+                "refine": {"trials": 2, "top": 2},
+                "trial": {"executor": "library", "max_train_samples": 500},
+                "workers": 1,
+                "storage": postgres,
+            }
+        )
+    )
+    env = {**os.environ, "MNIST_DATA_DIR": str(mnist_dir)}
+    procs = []
+    for machine in ("a", "b"):
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "mnist_lib", "sweep", str(sweep)],
+                env={**env, "MNIST_RESULTS_DIR": str(tmp_path / machine)},
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+        time.sleep(3)  # start the second machine once the first has queued the grid
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    table = pd.read_csv(tmp_path / "b" / "sweeps" / "pgshared" / "trials.csv")
+    grid = table[table["stage"] == "grid"]
+    assert len(grid) == 6 and len(grid[["lr", "seed"]].drop_duplicates()) == 6  # each point once, across both machines
+    assert len(table[table["stage"] == "refine"]) == 2
+    assert (table["status"] == "completed").all()
