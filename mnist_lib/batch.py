@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .config import Config
 from .errors import UserError
 from .paths import EXECUTED_NOTEBOOKS_DIR, NOTEBOOK_PARAMS_DIR, NOTEBOOKS_DIR
+from .runs import read_yaml
 
 KERNEL = "python3"  # the project environment's own kernel (see use_project_kernel)
 
@@ -63,12 +62,7 @@ def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
 def load_run(path: str | Path) -> NotebookRun:
     """Read and check a run file: known keys, an existing notebook, declared and valid parameters."""
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"run file {path} not found") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"run file {path}: cannot read YAML ({e})") from None
+    spec = read_yaml(path, "run file")
     if not isinstance(spec, dict) or set(spec) - {"notebook", "parameters"} or "notebook" not in spec:
         raise UserError(f"run file {path}: expected the keys 'notebook' and optionally 'parameters'")
     notebook = NOTEBOOKS_DIR / spec["notebook"]  # an absolute path is kept as it is

@@ -65,6 +65,18 @@ def read_json(path: str | Path) -> Any:
         raise UserError(f"{path}: cannot read JSON ({e})") from None
 
 
+def read_yaml(path: str | Path, what: str) -> Any:
+    """Parse a YAML file; a missing or malformed file is a UserError naming `what` it is."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} not found") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"{what} {path}: cannot read YAML ({e})") from None
+
+
 def write_metrics_csv(path: str | Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")

@@ -64,7 +64,9 @@ def open_study(spec: SweepSpec, stage: str, worker_index: int = 0):
             storage=storage_url(spec), study_name=f"{spec.name}:{stage}", sampler=sampler, direction="maximize", load_if_exists=True
         )
     except ImportError as e:
-        raise UserError(f"storage {spec.storage}: no database driver for it ({e.__cause__ or e}); e.g. pip install psycopg2-binary") from None
+        raise UserError(
+            f"storage {spec.storage}: no database driver for it ({e.__cause__ or e}); e.g. pip install psycopg2-binary"
+        ) from None
     except Exception as e:  # sqlalchemy's OperationalError and friends: unreachable or refused
         if type(e).__module__.startswith("sqlalchemy"):
             raise UserError(f"storage {storage_url(spec)}: {str(e).splitlines()[0]}") from None
@@ -133,7 +135,7 @@ def _objective(spec: SweepSpec, stage: str, space: dict):
             trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
             trial.set_user_attr("seconds", time.perf_counter() - start)
             raise
-        for key in ("status", "final_val_acc", "epochs_run", "best_epoch", "split_hash"):
+        for key in ("status", "final_val_acc", "epochs_run", "best_epoch", "train_seconds", "split_hash"):
             trial.set_user_attr(key, summary.get(key))
         trial.set_user_attr("seconds", time.perf_counter() - start)
         value = summary.get("best_val_acc")

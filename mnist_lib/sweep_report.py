@@ -6,6 +6,8 @@ write_report(spec)               # the files; run_sweep calls it at the end
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from . import plots
@@ -18,7 +20,7 @@ STATUS = {"COMPLETE": "completed", "FAIL": "failed", "RUNNING": "running", "WAIT
 
 
 def trials_table(spec: SweepSpec) -> pd.DataFrame:
-    """stage, trial, every searched parameter, best/final val acc, epochs run, seconds, status, error."""
+    """stage, trial, every searched parameter, best/final val acc, epochs run, seconds, train seconds, status, error."""
     rows = []
     stages = [GRID, REFINE] if spec.refine_trials else [GRID]
     for stage in stages:
@@ -26,13 +28,18 @@ def trials_table(spec: SweepSpec) -> pd.DataFrame:
             if t.user_attrs.get("killed") or t.state.name == "PRUNED":
                 continue
             point = t.user_attrs.get("point", {})
+            train_seconds = t.user_attrs.get("train_seconds")
+            record = sweep_dir(spec) / "runs" / f"{stage}-{t.number:04d}" / "summary.json"
+            if train_seconds is None and record.is_file():  # sweeps from before this attribute was kept
+                train_seconds = json.loads(record.read_text()).get("train_seconds")
             row = {"stage": stage, "trial": t.number}
             row.update({k: (str(list(v)) if isinstance(v, (list, tuple)) else v) for k, v in point.items()})
             row.update(
                 best_val_acc=t.value,
                 final_val_acc=t.user_attrs.get("final_val_acc"),
                 epochs_run=t.user_attrs.get("epochs_run"),
-                seconds=t.user_attrs.get("seconds"),
+                seconds=t.user_attrs.get("seconds"),  # the whole trial, notebook or library call included
+                train_seconds=train_seconds,  # the training loop alone
                 status=t.user_attrs.get("status") if t.state.name == "COMPLETE" else STATUS[t.state.name],
                 error=t.user_attrs.get("error", ""),
             )

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .config import Config
 from .errors import UserError
+from .runs import read_yaml
 
 EXECUTORS = ("papermill", "library")
 TOP_KEYS = {"name", "base", "grid", "refine", "trial", "workers", "storage", "seed"}
@@ -79,12 +78,7 @@ def _positive_int(value: Any, path: str, what: str, minimum: int = 1) -> int:
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and check a sweep file; every grid point must make a valid Config."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"sweep file {path} not found") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"sweep file {path}: cannot read YAML ({e})") from None
+    raw = read_yaml(path, "sweep file")
     p = str(path)
     _need(isinstance(raw, dict), p, "expected a mapping at the top level")
     unknown = sorted(set(raw) - TOP_KEYS)
