@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab bench clean
+.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -58,12 +58,18 @@ evaluate: setup ## evaluate a finished run on the test set: make evaluate RUN=re
 notebooks: setup ## run the notebooks of notebooks/params/*.yaml with papermill into results/notebooks/ (NOTEBOOK_ARGS=--overwrite to replace)
 	$(PY) -m mnist_lib notebooks $(NOTEBOOK_ARGS)
 
-reproduce: setup ## verify the data, then re-run every notebook: replaces results/notebooks, results/final, results/runs/reference, figures
+reproduce: setup ## verify the data, then re-run every notebook: replaces results/notebooks, final, runs/reference, sweeps/smoke, figures
 	$(PY) -m mnist_lib data
 	$(PY) -m mnist_lib notebooks --overwrite
 
 lab: setup ## JupyterLab on notebooks/ with this environment's python3 kernel (LAB_ARGS="--no-browser" etc.)
 	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter$${JUPYTER_PATH:+:$$JUPYTER_PATH} $(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+sweep: setup ## run or resume a sweep: make sweep SWEEP=sweeps/reference.yaml (default: sweeps/smoke.yaml)
+	$(PY) -m mnist_lib sweep $(or $(SWEEP),sweeps/smoke.yaml)
+
+bench-sweep: setup ## sweep throughput: 2 workers x 1 thread vs 1 x 2 threads, and papermill overhead
+	$(PY) benchmarks/sweep_throughput.py --out results/benchmarks/sweep_throughput.jsonl
 
 bench: setup ## epoch time of mnist_lib vs a torchvision-style pipeline (benchmarks/epoch_speed.py)
 	$(PY) benchmarks/epoch_speed.py --threads 2 --repeats 7 --out results/benchmarks/epoch_speed.jsonl
