@@ -56,25 +56,24 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
+def _parse_file(path: str | Path, parse, parse_errors: tuple, what: str, kind: str) -> Any:
     try:
-        return json.loads(Path(path).read_text())
+        return parse(Path(path).read_text())
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot read JSON ({e})") from None
+        raise UserError(f"{what} {path} not found") from None
+    except (OSError, *parse_errors) as e:
+        raise UserError(f"{what} {path}: cannot read {kind} ({e})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    return _parse_file(path, json.loads, (json.JSONDecodeError,), "file", "JSON")
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
     """Parse a YAML file; a missing or malformed file is a UserError naming `what` it is."""
     import yaml
 
-    try:
-        return yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} not found") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"{what} {path}: cannot read YAML ({e})") from None
+    return _parse_file(path, yaml.safe_load, (yaml.YAMLError,), what, "YAML")
 
 
 def write_metrics_csv(path: str | Path, rows: list[dict]) -> None:
