@@ -28,6 +28,7 @@ from pathlib import Path
 from .data import TEST_LOCK_ENV
 from .errors import UserError
 from .paths import NOTEBOOKS_DIR, RESULTS_DIR
+from .runs import read_summary
 from .sweep_spec import SweepSpec, decode_choice, refine_space
 
 GRID, REFINE = "grid", "refine"
@@ -116,7 +117,7 @@ def run_trial(spec: SweepSpec, config, name: str) -> dict:
         str(NOTEBOOKS_DIR / "02_train.ipynb"), str(out / "notebooks" / f"{name}.ipynb"),
         parameters={**params, "device": "cpu", "overwrite": True}, kernel_name=KERNEL, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
     )  # fmt: skip
-    return json.loads((out / "runs" / name / "summary.json").read_text())
+    return read_summary(out / "runs" / name)
 
 
 def _objective(spec: SweepSpec, stage: str, space: dict):

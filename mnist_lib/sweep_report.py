@@ -6,13 +6,11 @@ write_report(spec)               # the files; run_sweep calls it at the end
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from . import plots
 from .config import Config
-from .runs import atomic_write, write_json
+from .runs import atomic_write, read_json, write_json
 from .sweep import GRID, REFINE, open_study, sweep_dir
 from .sweep_spec import SweepSpec
 
@@ -31,7 +29,7 @@ def trials_table(spec: SweepSpec) -> pd.DataFrame:
             train_seconds = t.user_attrs.get("train_seconds")
             record = sweep_dir(spec) / "runs" / f"{stage}-{t.number:04d}" / "summary.json"
             if train_seconds is None and record.is_file():  # sweeps from before this attribute was kept
-                train_seconds = json.loads(record.read_text()).get("train_seconds")
+                train_seconds = read_json(record).get("train_seconds")
             row = {"stage": stage, "trial": t.number}
             row.update({k: (str(list(v)) if isinstance(v, (list, tuple)) else v) for k, v in point.items()})
             row.update(
