@@ -1,40 +1,40 @@
-"""Time one training epoch of mnist_lib against a torchvision-style pipeline, in one run.
+"""Epoch time of mnist_lib against batch size (64-1024) and torch threads (1, 2), fp32 and bf16, with a plot.
 
-    .venv/bin/python benchmarks/epoch_speed.py --threads 2 --repeats 3
+    .venv/bin/python benchmarks/epoch_speed.py --rounds 3 --csv results/benchmarks/epoch_speed.csv \
+        --figure figures/performance/epoch_time.png
 
-mnist_lib: the whole split is one normalized tensor; batches are slices of a
-random permutation; cheap dropout masks; fused Adam (mnist_lib.train.train_epoch).
+Also home of the torchvision-style pipeline that benchmarks/roofline.py compares
+against: what the usual tutorial does, rebuilt without torchvision (whose wheels do
+not import against the CPU torch here): a per-sample Dataset that turns each uint8
+image into a PIL image, then a float tensor (ToTensor), then normalizes it
+(Normalize); a DataLoader with shuffling; nn.Dropout; the default (non-fused) Adam;
+loss.item() every step. Same architecture, same 54,000-example split.
 
-torchvision-style (what the usual tutorial does, rebuilt without torchvision,
-whose wheels do not import against the CPU torch here): a per-sample Dataset
-that turns each uint8 image into a PIL image, then a float tensor (ToTensor),
-then normalizes it (Normalize); a DataLoader with batch 128 and shuffling;
-nn.Dropout; the default (non-fused) Adam; loss.item() every step.
-
-Both train the same architecture on the same 54,000-example split. The two are
-interleaved and each reports its median over --repeats epochs, because the
-machines are noisy. Prints one JSON object per measurement, then the ratio.
+All (batch size, threads, precision) settings are interleaved round by round;
+each row reports the median and fastest round.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import emit, interleave, machine
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mnist_lib import Config, prepare_data
+from mnist_lib.backprop import DTYPES, TrainStep, bf16_supported
 from mnist_lib.data import read_split
 from mnist_lib.model import MLP
-from mnist_lib.runs import atomic_write, environment
 from mnist_lib.train import make_optimizer, set_threads, train_epoch
+
+BATCH_SIZES = (64, 128, 256, 512, 1024)
+THREADS = (1, 2)
 
 
 class PilMnist(Dataset):
@@ -52,86 +52,101 @@ class PilMnist(Dataset):
         return (x - self.mean) / self.std, self.labels[i]  # Normalize
 
 
-def torchvision_style_model(cfg: Config) -> nn.Module:
+def torchvision_style_epoch(cfg: Config, data):
+    """A function training one torchvision-style epoch on the training split of `data`."""
+    images, labels = read_split("train")
+    loader = DataLoader(
+        PilMnist(images[data.train_idx], labels[data.train_idx], data.mean, data.std), batch_size=cfg.batch_size, shuffle=True
+    )
     layers: list[nn.Module] = [nn.Flatten()]
     width = 784
     for h, p in zip(cfg.hidden, cfg.dropout, strict=True):
         layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(p)]
         width = h
-    return nn.Sequential(*layers, nn.Linear(width, 10))
+    model = nn.Sequential(*layers, nn.Linear(width, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def run() -> float:
+        model.train()
+        running = 0.0
+        for x, y in loader:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            running += loss.item()
+        return running
+
+    return run
 
 
-def time_torchvision_style(loader, model, opt) -> float:
-    model.train()
-    t0 = time.perf_counter()
-    running = 0.0
-    for x, y in loader:
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        running += loss.item()
-    return time.perf_counter() - t0
+def library_epoch(data, batch_size: int, threads: int, precision: str):
+    """A function training one mnist_lib epoch with these settings (threads set on each call)."""
+    cfg = Config(batch_size=batch_size)
+    torch.manual_seed(0)
+    model = MLP.from_config(cfg)
+    step = TrainStep(model, make_optimizer(model, cfg, torch.device("cpu")), precision)
+    x = data.x_train.to(DTYPES[precision])
+    gen = torch.Generator().manual_seed(0)
+
+    def run():
+        set_threads(threads)
+        return train_epoch(step, x, data.y_train, batch_size, gen)
+
+    return run
+
+
+def plot(rows: list[dict]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
+    precisions = sorted({r["precision"] for r in rows}, reverse=True)  # fp32 first
+    for prec in precisions:
+        for threads in THREADS:
+            pts = sorted((r["batch_size"], r["median_s"]) for r in rows if r["precision"] == prec and r["threads"] == threads)
+            left.plot(*zip(*pts, strict=True), marker="o", label=f"{prec}, {threads} thread{'s' * (threads > 1)}")
+    left.set(xscale="log", xlabel="batch size", ylabel="seconds per epoch (median)", title="Epoch time vs batch size")
+    left.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
+    left.legend()
+    width = 0.8 / len(precisions)
+    for i, prec in enumerate(precisions):
+        vals = [
+            next(r["median_s"] for r in rows if r["precision"] == prec and r["threads"] == t and r["batch_size"] == 128) for t in THREADS
+        ]
+        right.bar(np.arange(len(THREADS)) + i * width, vals, width, label=prec)
+    right.set_xticks(np.arange(len(THREADS)) + width * (len(precisions) - 1) / 2, [f"{t} thread{'s' * (t > 1)}" for t in THREADS])
+    right.set(ylabel="seconds per epoch (median)", title="Epoch time vs threads (batch 128)")
+    right.legend()
+    m = rows[0]
+    fig.suptitle(f"mnist_lib training epoch, 784-512-256-128-10, 54k examples ({m['device']}, {m['date']})", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
-    ap.add_argument("--repeats", type=int, default=3, help="epochs timed per pipeline; the median is reported (default: 3)")
-    ap.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
-    ap.add_argument("--out", help="also write the JSON lines to this file (atomically)")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per setting after a warm-up (default: 3)")
+    ap.add_argument("--jsonl", help="also write the JSON lines to this file")
+    ap.add_argument("--csv", help="also write the rows as CSV to this file")
+    ap.add_argument("--figure", help="save the plot (PNG) here")
     args = ap.parse_args()
 
-    threads = set_threads(args.threads)
-    cfg = Config(batch_size=args.batch_size)
-    data = prepare_data(cfg)
-    images, labels = read_split("train")
-    loader = DataLoader(
-        PilMnist(images[data.train_idx], labels[data.train_idx], data.mean, data.std), batch_size=cfg.batch_size, shuffle=True
-    )
+    data = prepare_data(Config())
+    precisions = ["fp32"] + (["bf16"] if bf16_supported("cpu") else [])
+    settings = [(b, t, p) for p in precisions for t in THREADS for b in BATCH_SIZES]
+    times = interleave({s: library_epoch(data, *s) for s in settings}, args.rounds, torch.device("cpu"))
+    rows = []
+    for (batch, threads, prec), ts in times.items():
+        row = {**machine(torch.device("cpu"), threads), "batch_size": batch, "precision": prec}
+        rows.append({**row, "median_s": round(statistics.median(ts), 4), "min_s": round(min(ts), 4), "all_s": [round(t, 4) for t in ts]})
+    emit(rows, args.jsonl, args.csv)
+    if args.figure:
+        from mnist_lib.plots import save_figure
 
-    torch.manual_seed(0)
-    lib_model = MLP.from_config(cfg)
-    lib_opt = make_optimizer(lib_model, cfg, torch.device("cpu"))
-    gen = torch.Generator().manual_seed(0)
-    tv_model = torchvision_style_model(cfg)
-    tv_opt = torch.optim.Adam(tv_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    train_epoch(lib_model, lib_opt, data, cfg.batch_size, gen)  # warm-up: allocator, kernels
-    lib_times, tv_times = [], []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        train_epoch(lib_model, lib_opt, data, cfg.batch_size, gen)
-        lib_times.append(time.perf_counter() - t0)
-        tv_times.append(time_torchvision_style(loader, tv_model, tv_opt))
-
-    env = environment("cpu", threads)
-    common = {
-        "batch_size": cfg.batch_size,
-        "n_train": len(data.y_train),
-        "threads": threads,
-        "cpu": env["cpu"],
-        "torch": env["torch_version"],
-    }
-    lines = [
-        json.dumps({"pipeline": name, "epoch_seconds": statistics.median(times), "min_seconds": min(times), "all": times, **common})
-        for name, times in (("mnist_lib", lib_times), ("torchvision_style", tv_times))
-    ]
-    # each ratio pairs two epochs run back to back, so a slow phase of the machine hits both
-    ratios = [tv / lib for lib, tv in zip(lib_times, tv_times, strict=True)]
-    lines.append(
-        json.dumps(
-            {
-                "speedup": round(statistics.median(ratios), 2),
-                "speedups": [round(r, 2) for r in ratios],
-                "date": time.strftime("%Y-%m-%d"),
-                **common,
-            }
-        )
-    )
-    print("\n".join(lines))
-    if args.out:
-        atomic_write(args.out, "\n".join(lines) + "\n")
+        save_figure(plot(rows), args.figure, close=True)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         is_int = "int" in f.type
         extra = {"type": int if is_int else float, "metavar": "N" if is_int else "X"}
+        if f.type == "str":
+            extra = {"type": str, "choices": f.metadata["choices"] or None, "metavar": "{" + ",".join(f.metadata["choices"]) + "}"}
         if f.type.startswith("tuple"):
             extra["nargs"] = "*"  # --hidden 512 256 128; an empty list means no hidden layer
         default = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default

@@ -23,9 +23,12 @@ N_CLASSES = 10
 N_TRAIN_TOTAL = 60_000  # size of MNIST's official training file, split into train/val
 
 
-def _f(default: Any, help: str) -> Any:
-    """A dataclass field whose help text feeds the CLI and the docs."""
-    return field(default=default, metadata={"help": help})
+PRECISIONS = ("fp32", "bf16")
+
+
+def _f(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
+    """A dataclass field whose help text (and choices, for strings) feed the CLI and the docs."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Config:
     val_size: int = _f(6000, "validation examples held out of the 60k training set")
     split_seed: int = _f(0, "seed of the stratified train/validation split")
     seed: int = _f(0, "seed of weight init, shuffling and dropout")
+    precision: str = _f("fp32", "training arithmetic: fp32, or bf16 (bfloat16 matmuls; fp32 weights, loss and Adam)", PRECISIONS)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -75,6 +79,12 @@ class Config:
         )
         need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         need(self.split_seed >= 0, f"split_seed must be >= 0, got {self.split_seed}")
+        for f in dataclasses.fields(self):
+            choices = f.metadata["choices"]
+            need(
+                not choices or getattr(self, f.name) in choices,
+                f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}",
+            )
 
     # --- conversion -------------------------------------------------------
     @classmethod
@@ -145,6 +155,10 @@ def _coerce(name: str, typ: str, value: Any) -> Any:
         return as_int(value)
     if typ == "float":
         return as_float(value)
+    if typ == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
     if typ.startswith("tuple["):
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise bad("a list")

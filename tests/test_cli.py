@@ -39,10 +39,10 @@ def test_train_flags_reach_the_config(trained):
 def test_config_file_then_flags(tmp_path, capsys, mnist_dir):
     (tmp_path / "c.json").write_text(json.dumps({"hidden": [16], "dropout": [0.0], "epochs": 3}))
     code, out, err = run_cli(capsys, "train", "--config", str(tmp_path / "c.json"), "--epochs", "1", "--max-train-samples", "500",
-                             "--run-dir", str(tmp_path / "r"), "--quiet")  # fmt: skip
+                             "--precision", "bf16", "--run-dir", str(tmp_path / "r"), "--quiet")  # fmt: skip
     assert code == 0, err
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert cfg["hidden"] == [16] and cfg["epochs"] == 1
+    assert cfg["hidden"] == [16] and cfg["epochs"] == 1 and cfg["precision"] == "bf16"
     assert "completed" in out
 
 
@@ -87,6 +87,7 @@ def test_predict_classifies_png_digits(trained, capsys, tmp_path, mnist_dir):
         (["train", "--threads", "0"], "must be >= 1"),
         (["train", "--config", "/no/such/file.json"], "cannot read config file"),
         (["train", "--device", "tpu"], "unknown device"),
+        (["train", "--precision", "fp16"], "invalid choice: 'fp16'"),
         (["evaluate", "/no/such/run"], "does not exist"),
         (["predict", "/no/such/run", "x.png"], "no model"),
         (["bogus"], "invalid choice"),

@@ -89,3 +89,11 @@ def test_config_is_immutable_and_hashable():
     with pytest.raises(AttributeError):
         c.lr = 1.0
     assert hash(c) == hash(Config())
+
+
+def test_precision_is_a_checked_choice():
+    assert Config(precision="bf16").precision == "bf16"
+    with pytest.raises(UserError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        Config(precision="fp16")
+    with pytest.raises(UserError, match="precision must be a string"):
+        Config.from_dict({"precision": 16})

@@ -1,0 +1,70 @@
+"""Shared by the benchmark scripts: interleaved timing, the machine, and writing JSON lines + CSV.
+
+Not run on its own. The machines here drift by up to 2x in speed over minutes, so
+every script times its candidates round by round (A, B, C, A, B, C, ...) and
+reports medians and per-round ratios, never two separate blocks of runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from mnist_lib.runs import atomic_write, environment
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleave(fns: dict[str, Callable[[], object]], rounds: int, device: torch.device) -> dict[str, list[float]]:
+    """Call each fn once to warm up, then `rounds` times in turn; seconds per call, per fn."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def paired_ratio(num: list[float], den: list[float]) -> float:
+    """Median over rounds of num/den: each pair ran back to back, so a slow phase hits both."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+def machine(device: torch.device, threads: int) -> dict:
+    env = environment(str(device), threads)
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": env["gpu"] or env["cpu"],
+        "cpu_count": env["cpu_count"],
+        "threads": threads,
+        "torch": env["torch_version"],
+    }
+
+
+def emit(rows: list[dict], jsonl: str | None = None, csv_path: str | None = None) -> None:
+    """Print one JSON object per row; also write them as JSON lines and/or CSV (atomically)."""
+    text = "\n".join(json.dumps(r) for r in rows) + "\n"
+    print(text, end="")
+    if jsonl:
+        atomic_write(jsonl, text)
+    if csv_path:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()} for r in rows)
+        atomic_write(csv_path, buf.getvalue())

@@ -1,0 +1,124 @@
+"""Roofline of a training epoch: GEMM-only time vs the library's real epoch (fp32, bf16) and a torchvision-style epoch, in one run.
+
+    .venv/bin/python benchmarks/roofline.py --threads 2 --rounds 7 --csv results/benchmarks/roofline.csv
+    .venv/bin/python benchmarks/roofline.py --device cuda     # on a GPU: GEMM-only and library epochs
+
+GEMM-only: for every step of an epoch (the real batch sizes of the 54,000-example
+split), each layer's three matmuls on resident tensors of the right shapes:
+forward (addmm), grad-input (g @ W) and grad-weight (g.T @ h). Nothing else.
+efficiency = GEMM-only time / library epoch time. The first layer's grad-input is
+never needed (the images need no gradient) and the library skips it, so
+`efficiency_needed` also leaves it out of the GEMM time: the stricter figure.
+
+The library epoch is mnist_lib.train.train_epoch with backprop.TrainStep, as in
+training. The torchvision-style epoch is benchmarks/epoch_speed.py's pipeline
+(per-sample PIL dataset, DataLoader, nn.Dropout, plain Adam, loss.item() per step),
+CPU only. bf16 is measured where the device runs it natively.
+
+Everything is interleaved round by round; each measurement reports its median and
+fastest round, each ratio the median of per-round ratios. One JSON object per
+measurement on stdout (and --jsonl), the same rows as CSV with --csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+from common import emit, interleave, machine, paired_ratio
+from epoch_speed import torchvision_style_epoch
+
+from mnist_lib import Config, prepare_data
+from mnist_lib.backprop import DTYPES, TrainStep, bf16_supported
+from mnist_lib.model import MLP
+from mnist_lib.train import make_optimizer, select_device, set_threads, train_epoch
+
+
+def gemm_epoch(cfg: Config, n: int, dtype: torch.dtype, device: torch.device, needed_only: bool):
+    """A function running one epoch's GEMMs (forward, grad-input, grad-weight per layer)."""
+    widths = [784, *cfg.hidden, 10]
+    sizes = [cfg.batch_size] * (n // cfg.batch_size) + ([n % cfg.batch_size] if n % cfg.batch_size else [])
+
+    def t(*shape):
+        return torch.randn(*shape, dtype=dtype, device=device)
+
+    weights = [t(o, i) for i, o in zip(widths, widths[1:], strict=False)]
+    biases = [t(o) for o in widths[1:]]
+    acts = {b: [t(b, i) for i in widths[:-1]] for b in set(sizes)}
+    grads = {b: [t(b, o) for o in widths[1:]] for b in set(sizes)}
+
+    def run() -> None:
+        for b in sizes:
+            for layer, (w, bias, h, g) in enumerate(zip(weights, biases, acts[b], grads[b], strict=True)):
+                torch.addmm(bias, h, w.t())
+                if layer > 0 or not needed_only:
+                    torch.mm(g, w)
+                torch.mm(g.t(), h)
+
+    return run
+
+
+def library_epoch(cfg: Config, data, precision: str, device: torch.device):
+    torch.manual_seed(0)
+    model = MLP.from_config(cfg).to(device)
+    step = TrainStep(model, make_optimizer(model, cfg, device), precision)
+    x = data.x_train.to(device, DTYPES[precision])
+    y = data.y_train.to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    return lambda: train_epoch(step, x, y, cfg.batch_size, gen)
+
+
+def summary(times: list[float]) -> dict:
+    return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4), "all_s": [round(t, 4) for t in times]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up round (default: 5)")
+    ap.add_argument("--batch-size", type=int, default=Config.batch_size, help="batch size (default: the reference's)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    ap.add_argument("--no-torchvision-style", action="store_true", help="skip the slow torchvision-style epoch")
+    ap.add_argument("--jsonl", help="also write the JSON lines to this file")
+    ap.add_argument("--csv", help="also write the rows as CSV to this file")
+    args = ap.parse_args()
+
+    device = select_device(args.device)
+    threads = set_threads(args.threads)
+    cfg = Config(batch_size=args.batch_size)
+    data = prepare_data(cfg)
+    n = len(data.y_train)
+    precisions = ["fp32"] + (["bf16"] if bf16_supported(device) else [])
+
+    fns = {}
+    for prec in precisions:
+        fns[f"gemm/{prec}"] = gemm_epoch(cfg, n, DTYPES[prec], device, needed_only=False)
+        fns[f"gemm_needed/{prec}"] = gemm_epoch(cfg, n, DTYPES[prec], device, needed_only=True)
+        fns[f"mnist_lib/{prec}"] = library_epoch(cfg, data, prec, device)
+    if device.type == "cpu" and not args.no_torchvision_style:
+        fns["torchvision_style/fp32"] = torchvision_style_epoch(cfg, data)
+    times = interleave(fns, args.rounds, device)
+
+    common = {**machine(device, threads), "batch_size": cfg.batch_size, "hidden": list(cfg.hidden), "n_train": n}
+    rows = [{"measure": name.split("/")[0], "precision": name.split("/")[1], **summary(ts), **common} for name, ts in times.items()]
+    for prec in precisions:
+        lib = times[f"mnist_lib/{prec}"]
+        rows.append(
+            {
+                "measure": "efficiency",
+                "precision": prec,
+                "ratio": round(paired_ratio(times[f"gemm/{prec}"], lib), 3),
+                "ratio_needed": round(paired_ratio(times[f"gemm_needed/{prec}"], lib), 3),
+                **common,
+            }
+        )
+    if "torchvision_style/fp32" in times:
+        for prec in precisions:
+            ratio = paired_ratio(times["torchvision_style/fp32"], times[f"mnist_lib/{prec}"])
+            rows.append({"measure": "speedup_vs_torchvision_style", "precision": prec, "ratio": round(ratio, 2), **common})
+    emit(rows, args.jsonl, args.csv)
+
+
+if __name__ == "__main__":
+    main()
