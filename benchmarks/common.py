@@ -16,7 +16,10 @@ from collections.abc import Callable
 
 import torch
 
+from mnist_lib import MLP, Config
+from mnist_lib.backprop import DTYPES, TrainStep
 from mnist_lib.runs import atomic_write, environment
+from mnist_lib.train import make_optimizer, set_threads, train_epoch
 
 
 def sync(device: torch.device) -> None:
@@ -37,6 +40,23 @@ def interleave(fns: dict[str, Callable[[], object]], rounds: int, device: torch.
             sync(device)
             times[name].append(time.perf_counter() - t0)
     return times
+
+
+def library_epoch(cfg: Config, data, precision: str, device: torch.device, threads: int | None = None):
+    """A function training one mnist_lib epoch (TrainStep, as in training); sets `threads` on each call if given."""
+    torch.manual_seed(0)
+    model = MLP.from_config(cfg).to(device)
+    step = TrainStep(model, make_optimizer(model, cfg, device), precision)
+    x = data.x_train.to(device, DTYPES[precision])
+    y = data.y_train.to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def run():
+        if threads is not None:
+            set_threads(threads)
+        return train_epoch(step, x, y, cfg.batch_size, gen)
+
+    return run
 
 
 def paired_ratio(num: list[float], den: list[float]) -> float:

@@ -22,16 +22,14 @@ import statistics
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import emit, interleave, machine
+from common import emit, interleave, library_epoch, machine
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mnist_lib import Config, prepare_data
-from mnist_lib.backprop import DTYPES, TrainStep, bf16_supported
+from mnist_lib.backprop import bf16_supported
 from mnist_lib.data import read_split
-from mnist_lib.model import MLP
-from mnist_lib.train import make_optimizer, set_threads, train_epoch
 
 BATCH_SIZES = (64, 128, 256, 512, 1024)
 THREADS = (1, 2)
@@ -80,22 +78,6 @@ def torchvision_style_epoch(cfg: Config, data):
     return run
 
 
-def library_epoch(data, batch_size: int, threads: int, precision: str):
-    """A function training one mnist_lib epoch with these settings (threads set on each call)."""
-    cfg = Config(batch_size=batch_size)
-    torch.manual_seed(0)
-    model = MLP.from_config(cfg)
-    step = TrainStep(model, make_optimizer(model, cfg, torch.device("cpu")), precision)
-    x = data.x_train.to(DTYPES[precision])
-    gen = torch.Generator().manual_seed(0)
-
-    def run():
-        set_threads(threads)
-        return train_epoch(step, x, data.y_train, batch_size, gen)
-
-    return run
-
-
 def plot(rows: list[dict]):
     import matplotlib
 
@@ -137,7 +119,11 @@ def main() -> None:
     data = prepare_data(Config())
     precisions = ["fp32"] + (["bf16"] if bf16_supported("cpu") else [])
     settings = [(b, t, p) for p in precisions for t in THREADS for b in BATCH_SIZES]
-    times = interleave({s: library_epoch(data, *s) for s in settings}, args.rounds, torch.device("cpu"))
+    times = interleave(
+        {(b, t, p): library_epoch(Config(batch_size=b), data, p, torch.device("cpu"), t) for b, t, p in settings},
+        args.rounds,
+        torch.device("cpu"),
+    )
     rows = []
     for (batch, threads, prec), ts in times.items():
         row = {**machine(torch.device("cpu"), threads), "batch_size": batch, "precision": prec}

@@ -11,7 +11,9 @@ never needed (the images need no gradient) and the library skips it, so
 `efficiency_needed` also leaves it out of the GEMM time: the stricter figure.
 
 The library epoch is mnist_lib.train.train_epoch with backprop.TrainStep, as in
-training. The torchvision-style epoch is benchmarks/epoch_speed.py's pipeline
+training; the autograd-step epoch is the same loop written the usual way
+(model(x), F.cross_entropy, backward(), the same fused Adam), to show what the
+hand-written step buys. The torchvision-style epoch is benchmarks/epoch_speed.py's pipeline
 (per-sample PIL dataset, DataLoader, nn.Dropout, plain Adam, loss.item() per step),
 CPU only. bf16 is measured where the device runs it natively.
 
@@ -26,13 +28,14 @@ import argparse
 import statistics
 
 import torch
-from common import emit, interleave, machine, paired_ratio
+import torch.nn.functional as F
+from common import emit, interleave, library_epoch, machine, paired_ratio
 from epoch_speed import torchvision_style_epoch
 
 from mnist_lib import Config, prepare_data
-from mnist_lib.backprop import DTYPES, TrainStep, bf16_supported
+from mnist_lib.backprop import DTYPES, bf16_supported
 from mnist_lib.model import MLP
-from mnist_lib.train import make_optimizer, select_device, set_threads, train_epoch
+from mnist_lib.train import make_optimizer, select_device, set_threads
 
 
 def gemm_epoch(cfg: Config, n: int, dtype: torch.dtype, device: torch.device, needed_only: bool):
@@ -59,14 +62,22 @@ def gemm_epoch(cfg: Config, n: int, dtype: torch.dtype, device: torch.device, ne
     return run
 
 
-def library_epoch(cfg: Config, data, precision: str, device: torch.device):
+def autograd_epoch(cfg: Config, data, device: torch.device):
+    """The same epoch the plain way: model(x), F.cross_entropy, backward(), fused Adam, zero_grad(set_to_none)."""
     torch.manual_seed(0)
-    model = MLP.from_config(cfg).to(device)
-    step = TrainStep(model, make_optimizer(model, cfg, device), precision)
-    x = data.x_train.to(device, DTYPES[precision])
-    y = data.y_train.to(device)
+    model = MLP.from_config(cfg).to(device).train()
+    opt = make_optimizer(model, cfg, device)
+    x, y = data.x_train.to(device), data.y_train.to(device)
     gen = torch.Generator(device=device).manual_seed(0)
-    return lambda: train_epoch(step, x, y, cfg.batch_size, gen)
+
+    def run() -> None:
+        for idx in torch.randperm(len(y), device=device, generator=gen).split(cfg.batch_size):
+            loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return run
 
 
 def summary(times: list[float]) -> dict:
@@ -96,6 +107,7 @@ def main() -> None:
         fns[f"gemm/{prec}"] = gemm_epoch(cfg, n, DTYPES[prec], device, needed_only=False)
         fns[f"gemm_needed/{prec}"] = gemm_epoch(cfg, n, DTYPES[prec], device, needed_only=True)
         fns[f"mnist_lib/{prec}"] = library_epoch(cfg, data, prec, device)
+    fns["autograd_step/fp32"] = autograd_epoch(cfg, data, device)
     if device.type == "cpu" and not args.no_torchvision_style:
         fns["torchvision_style/fp32"] = torchvision_style_epoch(cfg, data)
     times = interleave(fns, args.rounds, device)
@@ -113,6 +125,8 @@ def main() -> None:
                 **common,
             }
         )
+    ratio = paired_ratio(times["autograd_step/fp32"], times["mnist_lib/fp32"])
+    rows.append({"measure": "speedup_vs_autograd_step", "precision": "fp32", "ratio": round(ratio, 2), **common})
     if "torchvision_style/fp32" in times:
         for prec in precisions:
             ratio = paired_ratio(times["torchvision_style/fp32"], times[f"mnist_lib/{prec}"])
