@@ -17,9 +17,9 @@ from collections.abc import Callable
 import torch
 
 from mnist_lib import MLP, Config
-from mnist_lib.backprop import DTYPES, TrainStep
+from mnist_lib.backprop import DTYPES
 from mnist_lib.runs import atomic_write, environment
-from mnist_lib.train import make_optimizer, set_threads, train_epoch
+from mnist_lib.train import build_step, set_threads, train_epoch
 
 
 def sync(device: torch.device) -> None:
@@ -43,10 +43,11 @@ def interleave(fns: dict[str, Callable[[], object]], rounds: int, device: torch.
 
 
 def library_epoch(cfg: Config, data, precision: str, device: torch.device, threads: int | None = None):
-    """A function training one mnist_lib epoch (TrainStep, as in training); sets `threads` on each call if given."""
+    """A function training one mnist_lib epoch (the step train() builds for `cfg`); sets `threads` on each call if given."""
     torch.manual_seed(0)
+    cfg = cfg.replace(precision=precision)
     model = MLP.from_config(cfg).to(device)
-    step = TrainStep(model, make_optimizer(model, cfg, device), precision)
+    step, _ = build_step(model, cfg, data, device)
     x = data.x_train.to(device, DTYPES[precision])
     y = data.y_train.to(device)
     gen = torch.Generator(device=device).manual_seed(0)

@@ -17,6 +17,13 @@ Per hidden layer, with input h, weight W, bias b and dropout rate p:
 where [h' > 0] holds exactly where the unit was kept and z > 0, so the step keeps
 no mask. The loss is the mean cross-entropy; its gradient is (softmax - onehot) / batch.
 
+Options (Config fields, all off by default): augmentation of the batch
+(augment.Augment), input dropout (a mask on the pixels
+before the first layer), label smoothing (targets (1 - e) one-hot + e / 10, so the
+gradient is softmax - targets), max-norm (each hidden unit's incoming weight row is
+scaled back to norm <= c after the Adam step), and a per-step learning-rate
+scheduler (cosine, one-cycle) stepped after Adam.
+
 precision "bf16": the matmuls and activations run in bfloat16 (as autocast would run
 them); the weights, gradients, Adam state and the loss stay in fp32.
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import torch
 
+from .augment import Augment
 from .model import MLP, drop_mask
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -33,11 +41,26 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 class TrainStep:
     """One optimizer step of an MLP on a batch, without an autograd graph."""
 
-    def __init__(self, model: MLP, optimizer: torch.optim.Optimizer, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        model: MLP,
+        optimizer: torch.optim.Optimizer,
+        precision: str = "fp32",
+        *,
+        label_smoothing: float = 0.0,
+        max_norm: float = 0.0,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        augment: Augment | None = None,
+    ) -> None:
         self.layers = model.linears()
         self.rates = model.dropout_rates()
+        self.input_dropout = model.input_dropout
         self.optimizer = optimizer
         self.dtype = DTYPES[precision]
+        self.label_smoothing = label_smoothing
+        self.max_norm = max_norm
+        self.scheduler = scheduler
+        self.augment = augment
         for p in model.parameters():  # written in place every step, so never zeroed or reallocated
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -46,7 +69,7 @@ class TrainStep:
     def _onehot_delta(self, n: int, device: torch.device) -> torch.Tensor:
         key = (n, device)
         if key not in self._minus_one:  # hoisted: one per batch size
-            self._minus_one[key] = torch.full((n, 1), -1.0, device=device)
+            self._minus_one[key] = torch.full((n, 1), self.label_smoothing - 1.0, device=device)
         return self._minus_one[key]
 
     @torch.no_grad()
@@ -55,7 +78,12 @@ class TrainStep:
         dt = self.dtype
         weights = [lin.weight.to(dt) for lin in self.layers]  # .to is a no-op in fp32
         biases = [lin.bias.to(dt) for lin in self.layers]
-        h = x.flatten(1).to(dt)
+        h = x.flatten(1)
+        if self.augment is not None:  # training batches only: nothing else passes through a TrainStep
+            h = self.augment(h)
+        h = h.to(dt)
+        if self.input_dropout > 0:  # out of place: x may be the caller's tensor
+            h = h.masked_fill(drop_mask(h.shape, self.input_dropout, h.device), 0).mul_(1.0 / (1.0 - self.input_dropout))
         inputs = [h]
         for w, b, p in zip(weights[:-1], biases[:-1], self.rates, strict=True):  # hidden layers
             h = torch.addmm(b, h, w.t()).relu_()
@@ -66,9 +94,14 @@ class TrainStep:
 
         log_probs = torch.log_softmax(logits, 1)
         target = y.unsqueeze(1)
+        eps = self.label_smoothing
         loss_sum = -log_probs.gather(1, target).sum()
+        if eps > 0:
+            loss_sum = (1.0 - eps) * loss_sum - eps / log_probs.shape[1] * log_probs.sum()
         correct = (logits.argmax(1) == y).sum()
         g = log_probs.exp_()  # softmax
+        if eps > 0:
+            g.sub_(eps / g.shape[1])
         g.scatter_add_(1, target, self._onehot_delta(len(y), g.device)).mul_(1.0 / len(y))
 
         for layer in reversed(range(len(self.layers))):
@@ -87,6 +120,12 @@ class TrainStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss_sum, correct = self.gradients(x, y)
         self.optimizer.step()
+        if self.max_norm > 0:
+            with torch.no_grad():
+                for lin in self.layers[:-1]:  # hidden units' incoming weights, as Srivastava et al. 2014
+                    lin.weight.renorm_(2, 0, self.max_norm)
+        if self.scheduler is not None:
+            self.scheduler.step()
         return loss_sum, correct
 
 

@@ -24,6 +24,7 @@ N_TRAIN_TOTAL = 60_000  # size of MNIST's official training file, split into tra
 
 
 PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("plateau", "cosine", "onecycle")
 
 
 def _f(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
@@ -41,11 +42,23 @@ class Config:
     weight_decay: float = _f(5e-5, "Adam weight decay (L2 penalty added to the gradient)")
     hidden: tuple[int, ...] = _f((512, 256, 128), "hidden layer widths, input to output")
     dropout: tuple[float, ...] = _f((0.4, 0.3, 0.3), "dropout rate after each hidden layer")
+    lr_schedule: str = _f(
+        "plateau", "plateau (ReduceLROnPlateau), cosine (anneal to 0 over all steps) or onecycle (warm up to lr, then anneal)", LR_SCHEDULES
+    )
     lr_factor: float = _f(0.5, "ReduceLROnPlateau: multiply lr by this when val loss stalls")
     lr_patience: int = _f(3, "ReduceLROnPlateau: epochs without val-loss improvement first")
     val_size: int = _f(6000, "validation examples held out of the 60k training set")
     split_seed: int = _f(0, "seed of the stratified train/validation split")
     seed: int = _f(0, "seed of weight init, shuffling and dropout")
+    label_smoothing: float = _f(0.0, "cross-entropy label smoothing: targets (1 - e) one-hot + e / 10 (0: off)")
+    max_norm: float = _f(0.0, "cap each unit's incoming weight vector at this L2 norm after every step (0: off)")
+    input_dropout: float = _f(0.0, "dropout rate on the input pixels (0: off)")
+    aug_rotate: float = _f(0.0, "augmentation: max rotation, degrees (0: off)")
+    aug_scale: float = _f(0.0, "augmentation: max relative zoom, e.g. 0.1 for 0.9-1.1 (0: off)")
+    aug_shear: float = _f(0.0, "augmentation: max shear angle, degrees (0: off)")
+    aug_translate: float = _f(0.0, "augmentation: max shift per axis, pixels (0: off)")
+    aug_elastic_alpha: float = _f(0.0, "augmentation: peak elastic displacement, pixels (0: off)")
+    aug_elastic_sigma: float = _f(4.0, "augmentation: Gaussian smoothing of the elastic field, pixels")
     precision: str = _f("fp32", "training arithmetic: fp32, or bf16 (bfloat16 matmuls; fp32 weights, loss and Adam)", PRECISIONS)
 
     def __post_init__(self) -> None:
@@ -78,6 +91,15 @@ class Config:
             f"val_size must be in [{N_CLASSES}, {N_TRAIN_TOTAL - N_CLASSES}], got {self.val_size}",
         )
         need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(self.max_norm >= 0 and math.isfinite(self.max_norm), f"max_norm must be >= 0 (0: off), got {self.max_norm}")
+        need(0 <= self.input_dropout < 1, f"input_dropout must be in [0, 1), got {self.input_dropout}")
+        need(0 <= self.aug_rotate <= 180, f"aug_rotate must be in [0, 180] degrees, got {self.aug_rotate}")
+        need(0 <= self.aug_scale < 1, f"aug_scale must be in [0, 1), got {self.aug_scale}")
+        need(0 <= self.aug_shear < 90, f"aug_shear must be in [0, 90) degrees, got {self.aug_shear}")
+        need(0 <= self.aug_translate <= 14, f"aug_translate must be in [0, 14] pixels, got {self.aug_translate}")
+        need(0 <= self.aug_elastic_alpha <= 14, f"aug_elastic_alpha must be in [0, 14] pixels, got {self.aug_elastic_alpha}")
+        need(0 < self.aug_elastic_sigma <= 14, f"aug_elastic_sigma must be in (0, 14] pixels, got {self.aug_elastic_sigma}")
         need(self.split_seed >= 0, f"split_seed must be >= 0, got {self.split_seed}")
         for f in dataclasses.fields(self):
             choices = f.metadata["choices"]

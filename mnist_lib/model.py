@@ -48,11 +48,20 @@ class Dropout(nn.Module):
 class MLP(nn.Module):
     """784 -> hidden[0] -> ... -> hidden[-1] -> 10, with ReLU and dropout after each hidden layer."""
 
-    def __init__(self, hidden=(512, 256, 128), dropout=(0.4, 0.3, 0.3), n_inputs: int = N_INPUTS, n_classes: int = N_CLASSES) -> None:
+    def __init__(
+        self,
+        hidden=(512, 256, 128),
+        dropout=(0.4, 0.3, 0.3),
+        input_dropout: float = 0.0,
+        n_inputs: int = N_INPUTS,
+        n_classes: int = N_CLASSES,
+    ) -> None:
         super().__init__()
         if len(hidden) != len(dropout):
             raise ValueError(f"need one dropout per hidden layer, got {len(hidden)} widths and {len(dropout)} rates")
-        layers: list[nn.Module] = []
+        self.input_dropout = input_dropout
+        # an input dropout layer only when used, so the reference's state_dict keys stay net.0, net.3, ...
+        layers: list[nn.Module] = [Dropout(input_dropout)] if input_dropout > 0 else []
         width = n_inputs
         for h, p in zip(hidden, dropout, strict=True):
             layers += [nn.Linear(width, h), nn.ReLU(), Dropout(p)]
@@ -65,13 +74,15 @@ class MLP(nn.Module):
 
     @classmethod
     def from_config(cls, config: Config) -> MLP:
-        return cls(config.hidden, config.dropout)
+        return cls(config.hidden, config.dropout, config.input_dropout)
 
     def linears(self) -> list[nn.Linear]:
         return [m for m in self.net if isinstance(m, nn.Linear)]
 
     def dropout_rates(self) -> list[float]:
-        return [m.p for m in self.net if isinstance(m, Dropout)]
+        """Dropout after each hidden layer (not the input dropout)."""
+        rates = [m.p for m in self.net if isinstance(m, Dropout)]
+        return rates[1:] if self.input_dropout > 0 else rates
 
 
 def count_params(model: nn.Module) -> int:

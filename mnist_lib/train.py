@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from .augment import Augment
 from .backprop import TrainStep
 from .config import Config
 from .errors import UserError
@@ -82,6 +83,28 @@ def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device)
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
+def make_scheduler(opt: torch.optim.Optimizer, config: Config, steps_per_epoch: int):
+    """(ReduceLROnPlateau stepped per epoch, or None; a per-step scheduler, or None) for config.lr_schedule."""
+    total = config.epochs * steps_per_epoch
+    if config.lr_schedule == "cosine":
+        return None, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    if config.lr_schedule == "onecycle":  # warm up from lr/25 to lr over 30 % of the steps, then anneal
+        return None, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total)
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=config.lr_factor, patience=config.lr_patience), None
+
+
+def build_step(model: MLP, config: Config, data: Data, device: torch.device) -> tuple[TrainStep, object | None]:
+    """The training step `config` asks for (optimizer, schedule, augmentation, regularisers), and the
+    ReduceLROnPlateau to step per epoch (None for per-step schedules)."""
+    opt = make_optimizer(model, config, device)
+    plateau, per_step = make_scheduler(opt, config, math.ceil(len(data.y_train) / config.batch_size))
+    augment = Augment.from_config(config, background=-data.mean / data.std)  # None unless a strength is set
+    step = TrainStep(
+        model, opt, config.precision, label_smoothing=config.label_smoothing, max_norm=config.max_norm, scheduler=per_step, augment=augment
+    )
+    return step, plateau
+
+
 def train(
     config: Config,
     data: Data,
@@ -99,10 +122,8 @@ def train(
 
     data = data.to(dev)
     model = MLP.from_config(config).to(dev)
-    opt = make_optimizer(model, config, dev)
-    step = TrainStep(model, opt, config.precision)
+    step, plateau = build_step(model, config, data, dev)
     x_train = data.x_train.to(step.dtype)  # once, not per batch
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=config.lr_factor, patience=config.lr_patience)
     result = TrainResult(model=model, device=str(dev), threads=n_threads)
     best_state = None
     n = len(data.y_train)
@@ -112,7 +133,7 @@ def train(
     try:
         for epoch in bar:
             t0 = time.perf_counter()
-            lr = opt.param_groups[0]["lr"]
+            lr = step.optimizer.param_groups[0]["lr"]
             train_loss, train_acc = train_epoch(step, x_train, data.y_train, config.batch_size, shuffle_gen)
             val = evaluate(model, data.x_val, data.y_val)  # fp32, also after bf16 training
             row = {
@@ -133,7 +154,8 @@ def train(
             if not row["val_acc"] <= result.best_val_acc:  # also true while best is nan
                 result.best_val_acc, result.best_epoch = row["val_acc"], epoch
                 best_state = copy.deepcopy(model.state_dict())
-            sched.step(row["val_loss"])
+            if plateau is not None:
+                plateau.step(row["val_loss"])
             bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_acc=f"{row['val_acc']:.4f}", lr=f"{lr:.1e}")
     except KeyboardInterrupt:
         result.status = "interrupted"

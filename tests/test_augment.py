@@ -1,0 +1,122 @@
+"""Batch augmentation: shapes, range, identity at strength 0, exact known maps, determinism, training batches only."""
+
+import pytest
+import torch
+
+from mnist_lib import Config, train
+from mnist_lib.augment import SIDE, Augment, gaussian_kernel
+
+BG = -0.4242
+FULL = Augment(rotate=15, scale=0.1, shear=10, translate=2, elastic_alpha=2, elastic_sigma=4, background=BG)
+
+
+def digits(n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((n, SIDE * SIDE), BG)
+    x[:, 200:500] = torch.rand(n, 300, generator=g) * 3 + BG  # ink in the middle rows
+    return x
+
+
+def test_shape_dtype_and_value_range_are_kept():
+    x = digits()
+    for dtype in (torch.float32, torch.bfloat16):
+        out = FULL(x.to(dtype))
+        assert out.shape == x.shape and out.dtype == dtype
+    out = FULL(x)
+    assert out.min() >= x.min() - 1e-5 and out.max() <= x.max() + 1e-5  # bilinear mixes, padding is background
+    assert not torch.equal(out, x)
+    assert FULL(x.view(-1, SIDE, SIDE)).shape == (16, SIDE, SIDE)
+
+
+def test_strength_zero_is_the_identity_and_the_default_is_off():
+    x = digits()
+    assert torch.equal(Augment(background=BG)(x), x)
+    assert Augment.from_config(Config()) is None
+    assert Augment.from_config(Config(aug_rotate=5)).rotate == 5
+
+
+def test_deterministic_under_a_seed():
+    x = digits()
+    torch.manual_seed(3)
+    a = FULL(x)
+    torch.manual_seed(3)
+    b = FULL(x)
+    torch.manual_seed(4)
+    c = FULL(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_rotation_by_90_degrees_is_rot90():
+    x = digits(4).view(4, 1, SIDE, SIDE)
+    u = torch.zeros(5, 4)
+    u[0] = 1.0  # the full +rotate
+    theta = Augment(rotate=90)._affine(4, "cpu", u)
+    grid = torch.nn.functional.affine_grid(theta, [4, 1, SIDE, SIDE], align_corners=False)
+    out = torch.nn.functional.grid_sample(x, grid, align_corners=False)
+    torch.testing.assert_close(out, torch.rot90(x, 1, dims=(-2, -1)), atol=1e-5, rtol=0)
+
+
+def test_translation_by_whole_pixels_is_a_shift_with_background_fill():
+    aug = Augment(translate=2, background=BG)
+    x = digits(3)
+    u = torch.zeros(5, 3)
+    u[3] = 1.0  # x shift of +2 pixels: output column c samples input column c + 2
+    theta = aug._affine(3, "cpu", u)
+    img = x.view(3, 1, SIDE, SIDE) - BG
+    grid = torch.nn.functional.affine_grid(theta, [3, 1, SIDE, SIDE], align_corners=False)
+    out = torch.nn.functional.grid_sample(img, grid, align_corners=False) + BG
+    expected = torch.full_like(out, BG)
+    expected[..., :-2] = x.view(3, 1, SIDE, SIDE)[..., 2:]
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_elastic_field_is_smooth_and_peaks_at_alpha_pixels():
+    torch.manual_seed(0)
+    disp = Augment(elastic_alpha=3, elastic_sigma=4)._displacement(8, "cpu")  # (8, 28, 28, 2)
+    peak = disp.abs().amax(dim=(1, 2))
+    torch.testing.assert_close(peak, torch.full_like(peak, 2 * 3 / SIDE))
+    step = (disp[:, 1:] - disp[:, :-1]).abs().max() / peak.max()
+    assert step < 0.5  # neighbours move together: smoothed, not per-pixel noise
+    k = gaussian_kernel(4.0)
+    assert len(k) == 17 and k.sum().item() == pytest.approx(1.0) and torch.equal(k, k.flip(0))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"aug_rotate": -1.0}, "aug_rotate must be in"),
+        ({"aug_scale": 1.0}, "aug_scale must be in"),
+        ({"aug_shear": 90.0}, "aug_shear must be in"),
+        ({"aug_translate": 15.0}, "aug_translate must be in"),
+        ({"aug_elastic_alpha": -2.0}, "aug_elastic_alpha must be in"),
+        ({"aug_elastic_sigma": 0.0}, "aug_elastic_sigma must be in"),
+    ],
+)
+def test_augmentation_fields_are_validated(changes, message):
+    from mnist_lib.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        Config(**changes)
+
+
+def test_training_augments_training_batches_only(small_data, monkeypatch):
+    seen = []
+    real = Augment.__call__
+    monkeypatch.setattr(Augment, "__call__", lambda self, x: seen.append(x.shape[0]) or real(self, x))
+    x_val = small_data.x_val.clone()
+    cfg = Config(epochs=1, batch_size=500, hidden=(64,), dropout=(0.0,), aug_rotate=10, aug_elastic_alpha=1.5)
+    result = train(cfg, small_data, device="cpu", threads=2, progress=False)
+    n = len(small_data.y_train)
+    assert seen == [500] * (n // 500) + ([n % 500] if n % 500 else [])  # every training batch, nothing else
+    assert torch.equal(small_data.x_val, x_val)
+    assert result.status == "completed"
+
+
+def test_smoothing_matrix_equals_reflect_padded_convolution():
+    from mnist_lib.augment import smoothing_matrix
+
+    f = torch.rand(5, SIDE)
+    k = gaussian_kernel(3.0)
+    pad = len(k) // 2
+    conv = torch.nn.functional.conv1d(torch.nn.functional.pad(f.unsqueeze(1), (pad, pad), mode="reflect"), k.view(1, 1, -1)).squeeze(1)
+    torch.testing.assert_close(f @ smoothing_matrix(3.0).t(), conv)
