@@ -113,7 +113,7 @@ def evaluate_run(
         )
     model, _, mean, std = load_model(run_dir, select_device(device))
     x_test, y_test = load_test(mean, std, data_dir)
-    report = classification_report(model, x_test.to(model.net[0].weight.device), y_test)
+    report = classification_report(model, x_test.to(next(model.parameters()).device), y_test)
     atomic_write(run_dir / "test_per_class.csv", report.per_class.to_csv(lineterminator="\n"))
     atomic_write(run_dir / "test_misclassified.csv", report.misclassified.to_csv(index=False, lineterminator="\n"))
     out = Path(figures_dir) if figures_dir is not None else run_dir

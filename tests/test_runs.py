@@ -122,3 +122,12 @@ def test_failed_run_is_marked_failed_not_running(tmp_path, mnist_dir, monkeypatc
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["status"] == "failed" and "boom" in summary["error"]
     assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_a_model_with_input_dropout_records_and_evaluates(tmp_path, mnist_dir):
+    from mnist_lib import evaluate_run, train_and_record
+
+    cfg = Config(epochs=1, hidden=(16,), dropout=(0.0,), input_dropout=0.2)
+    run_dir, _, _ = train_and_record(cfg, run_dir=tmp_path / "r", max_train_samples=500, threads=2, device="cpu", progress=False)
+    report = evaluate_run(run_dir, device="cpu")
+    assert 0.1 < report.acc <= 1.0

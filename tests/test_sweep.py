@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -165,3 +166,9 @@ def test_test_set_is_locked_in_sweep_workers(mnist_dir, monkeypatch):
     with pytest.raises(UserError, match="locked"):
         read_split("test", mnist_dir)
     assert len(read_split("train", mnist_dir)[1]) == 60000
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_committed_sweep_files_are_valid(path):
+    spec = load_spec(path)
+    assert spec.name == path.stem and spec.grid_points()
