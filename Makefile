@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-precision clean
+.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -71,11 +71,14 @@ sweep: setup ## run or resume a sweep: make sweep SWEEP=sweeps/reference.yaml (d
 bench-sweep: setup ## sweep throughput: 2 workers x 1 thread vs 1 x 2 threads, and papermill overhead
 	$(PY) benchmarks/sweep_throughput.py --trials 4 --epochs 5 --out results/benchmarks/sweep_throughput.jsonl
 
-bench: setup ## roofline: GEMM-only vs real epoch (fp32, bf16) vs torchvision-style, ~1 min
+bench: setup ## roofline: GEMM-only vs real epoch (fp32, bf16) vs torchvision-style, ~2 min
 	$(PY) benchmarks/roofline.py --threads 2 --rounds 7 --csv results/benchmarks/roofline.csv
 
 bench-scaling: setup ## epoch time vs batch size (64-1024) and threads (1, 2), with a plot, ~4 min
 	$(PY) benchmarks/epoch_speed.py --rounds 3 --csv results/benchmarks/epoch_speed.csv --figure figures/performance/epoch_time.png
+
+bench-augment: setup ## epoch time with affine + elastic augmentation vs without, ~1 min
+	$(PY) benchmarks/augment_cost.py --rounds 5 --csv results/benchmarks/augment_cost.csv
 
 bench-precision: setup ## fp32 vs bf16: 25-epoch runs over seeds 0-2, val accuracy and wall time, ~5 min
 	$(PY) benchmarks/precision.py --seeds 0 1 2 --csv results/benchmarks/precision.csv
