@@ -11,10 +11,9 @@ The issue's budget: at most 1.5x the un-augmented epoch on the 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
-from common import emit, interleave, library_epoch, machine, paired_ratio
+from common import emit, interleave, library_epoch, machine, paired_ratio, summary
 
 from mnist_lib import Config, prepare_data
 from mnist_lib.train import set_threads
@@ -47,16 +46,7 @@ def main() -> None:
     }
     times = interleave(fns, args.rounds, cpu)
     common = {**machine(cpu, threads), "precision": args.precision}
-    rows = [
-        {
-            "measure": name,
-            "median_s": round(statistics.median(ts), 4),
-            "min_s": round(min(ts), 4),
-            "all_s": [round(t, 4) for t in ts],
-            **common,
-        }
-        for name, ts in times.items()
-    ]
+    rows = [{"measure": name, **summary(ts), **common} for name, ts in times.items()]
     rows.append(
         {"measure": "augmented_over_plain", "ratio": round(paired_ratio(times["augmented"], times["plain"]), 3), **AUGMENTED, **common}
     )

@@ -60,6 +60,11 @@ def library_epoch(cfg: Config, data, precision: str, device: torch.device, threa
     return run
 
 
+def summary(times: list[float]) -> dict:
+    """Median, fastest and every round, in seconds (rounded to 0.1 ms)."""
+    return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4), "all_s": [round(t, 4) for t in times]}
+
+
 def paired_ratio(num: list[float], den: list[float]) -> float:
     """Median over rounds of num/den: each pair ran back to back, so a slow phase hits both."""
     return statistics.median(a / b for a, b in zip(num, den, strict=True))

@@ -17,12 +17,11 @@ each row reports the median and fastest round.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import emit, interleave, library_epoch, machine
+from common import emit, interleave, library_epoch, machine, summary
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -127,7 +126,7 @@ def main() -> None:
     rows = []
     for (batch, threads, prec), ts in times.items():
         row = {**machine(torch.device("cpu"), threads), "batch_size": batch, "precision": prec}
-        rows.append({**row, "median_s": round(statistics.median(ts), 4), "min_s": round(min(ts), 4), "all_s": [round(t, 4) for t in ts]})
+        rows.append({**row, **summary(ts)})
     emit(rows, args.jsonl, args.csv)
     if args.figure:
         from mnist_lib.plots import save_figure

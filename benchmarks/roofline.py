@@ -25,11 +25,10 @@ measurement on stdout (and --jsonl), the same rows as CSV with --csv.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 import torch.nn.functional as F
-from common import emit, interleave, library_epoch, machine, paired_ratio
+from common import emit, interleave, library_epoch, machine, paired_ratio, summary
 from epoch_speed import torchvision_style_epoch
 
 from mnist_lib import Config, prepare_data
@@ -78,10 +77,6 @@ def autograd_epoch(cfg: Config, data, device: torch.device):
             opt.step()
 
     return run
-
-
-def summary(times: list[float]) -> dict:
-    return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4), "all_s": [round(t, 4) for t in times]}
 
 
 def main() -> None:

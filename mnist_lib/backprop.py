@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from .augment import Augment
-from .model import MLP, drop_mask
+from .model import MLP, inverted_dropout
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -83,12 +83,12 @@ class TrainStep:
             h = self.augment(h)
         h = h.to(dt)
         if self.input_dropout > 0:  # out of place: x may be the caller's tensor
-            h = h.masked_fill(drop_mask(h.shape, self.input_dropout, h.device), 0).mul_(1.0 / (1.0 - self.input_dropout))
+            h = inverted_dropout(h, self.input_dropout)
         inputs = [h]
         for w, b, p in zip(weights[:-1], biases[:-1], self.rates, strict=True):  # hidden layers
             h = torch.addmm(b, h, w.t()).relu_()
             if p > 0:
-                h.masked_fill_(drop_mask(h.shape, p, h.device), 0).mul_(1.0 / (1.0 - p))
+                inverted_dropout(h, p, inplace=True)
             inputs.append(h)
         logits = torch.addmm(biases[-1], h, weights[-1].t()).float()
 

@@ -24,6 +24,17 @@ def drop_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     return torch.rand(shape, device=device) < p
 
 
+def inverted_dropout(x: torch.Tensor, p: float, inplace: bool = False) -> torch.Tensor:
+    """Zero each entry with probability p (drop_mask) and scale the rest by 1 / (1 - p).
+
+    The one dropout computation: Dropout and the hand-written TrainStep both call it,
+    so the same random state gives them the same mask.
+    """
+    dropped = drop_mask(x.shape, p, x.device)
+    out = x.masked_fill_(dropped, 0) if inplace else x.masked_fill(dropped, 0)
+    return out.mul_(1.0 / (1.0 - p))
+
+
 class Dropout(nn.Module):
     """Inverted dropout, as nn.Dropout, with the cheaper `drop_mask`.
 
@@ -39,7 +50,7 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        return x.masked_fill(drop_mask(x.shape, self.p, x.device), 0).mul_(1.0 / (1.0 - self.p))
+        return inverted_dropout(x, self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
