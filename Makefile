@@ -77,7 +77,7 @@ bench: setup ## roofline: GEMM-only vs real epoch (fp32, bf16) vs torchvision-st
 bench-scaling: setup ## epoch time vs batch size (64-1024) and threads (1, 2), with a plot, ~4 min
 	$(PY) benchmarks/epoch_speed.py --rounds 3 --csv results/benchmarks/epoch_speed.csv --figure figures/performance/epoch_time.png
 
-bench-augment: setup ## epoch time with affine + elastic augmentation vs without, ~1 min
+bench-augment: setup ## epoch time with affine + elastic augmentation vs without, fp32 and bf16, ~2 min
 	$(PY) benchmarks/augment_cost.py --rounds 5 --csv results/benchmarks/augment_cost.csv
 
 bench-precision: setup ## fp32 vs bf16: 25-epoch runs over seeds 0-2, val accuracy and wall time, ~5 min

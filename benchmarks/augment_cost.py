@@ -32,7 +32,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds after a warm-up (default: 5)")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="training arithmetic (default: fp32)")
+    ap.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32", "bf16"],
+        choices=["fp32", "bf16"],
+        help="training arithmetic, each measured (default: fp32 bf16)",
+    )
     ap.add_argument("--jsonl", help="also write the JSON lines to this file")
     ap.add_argument("--csv", help="also write the rows as CSV to this file")
     args = ap.parse_args()
@@ -40,16 +46,16 @@ def main() -> None:
     threads = set_threads(args.threads)
     cpu = torch.device("cpu")
     data = prepare_data(Config())
-    fns = {
-        "plain": library_epoch(Config(), data, args.precision, cpu),
-        "augmented": library_epoch(Config(**AUGMENTED), data, args.precision, cpu),
-    }
+    fns = {}
+    for p in args.precision:
+        fns[f"plain_{p}"] = library_epoch(Config(), data, p, cpu)
+        fns[f"augmented_{p}"] = library_epoch(Config(**AUGMENTED), data, p, cpu)
     times = interleave(fns, args.rounds, cpu)
-    common = {**machine(cpu, threads), "precision": args.precision}
+    common = machine(cpu, threads)
     rows = [{"measure": name, **summary(ts), **common} for name, ts in times.items()]
-    rows.append(
-        {"measure": "augmented_over_plain", "ratio": round(paired_ratio(times["augmented"], times["plain"]), 3), **AUGMENTED, **common}
-    )
+    for p in args.precision:
+        ratio = paired_ratio(times[f"augmented_{p}"], times[f"plain_{p}"])
+        rows.append({"measure": f"augmented_over_plain_{p}", "ratio": round(ratio, 3), **AUGMENTED, **common})
     emit(rows, args.jsonl, args.csv)
 
 

@@ -72,13 +72,45 @@ def test_translation_by_whole_pixels_is_a_shift_with_background_fill():
 
 def test_elastic_field_is_smooth_and_peaks_at_alpha_pixels():
     torch.manual_seed(0)
-    disp = Augment(elastic_alpha=3, elastic_sigma=4)._displacement(8, "cpu")  # (8, 28, 28, 2)
-    peak = disp.abs().amax(dim=(1, 2))
+    disp = Augment(elastic_alpha=3, elastic_sigma=4)._displacement(8, "cpu")  # (8, 2, 784)
+    peak = disp.abs().amax(dim=2)
     torch.testing.assert_close(peak, torch.full_like(peak, 2 * 3 / SIDE))
-    step = (disp[:, 1:] - disp[:, :-1]).abs().max() / peak.max()
-    assert step < 0.5  # neighbours move together: smoothed, not per-pixel noise
+    field = disp.view(8, 2, SIDE, SIDE)
+    for dim in (2, 3):
+        step = (field.narrow(dim, 1, SIDE - 1) - field.narrow(dim, 0, SIDE - 1)).abs().max() / peak.max()
+        assert step < 0.5  # neighbours move together: smoothed, not per-pixel noise
     k = gaussian_kernel(4.0)
     assert len(k) == 17 and k.sum().item() == pytest.approx(1.0) and torch.equal(k, k.flip(0))
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 4.0, 8.0])
+def test_low_rank_field_has_the_covariance_of_smoothed_white_noise(sigma):
+    from mnist_lib.augment import smoothing_basis, smoothing_matrix
+
+    # white noise R smoothed as S R S^T has row covariance S S^T; the basis A must give A A^T = S S^T
+    s = smoothing_matrix(sigma)
+    a = smoothing_basis(sigma)
+    assert a.shape[1] < SIDE or sigma < 2
+    assert torch.linalg.norm(a @ a.t() - s @ s.t()) / torch.linalg.norm(s @ s.t()) < 0.01
+    # and empirically: 4000 low-rank fields against 4000 fields made the slow way, before peak scaling
+    torch.manual_seed(0)
+    slow = s @ torch.randn(4000, SIDE, SIDE) @ s.t()
+    z = torch.randn(4000, a.shape[1], a.shape[1])
+    fast = a @ z @ a.t()
+    cov = lambda f: torch.cov(f.reshape(len(f), -1)[:, ::29].t())  # noqa: E731
+    assert torch.linalg.norm(cov(fast) - cov(slow)) / torch.linalg.norm(cov(slow)) < 0.1
+
+
+def test_sampling_grid_matches_affine_grid_plus_offsets():
+    from mnist_lib.augment import sampling_grid
+
+    torch.manual_seed(1)
+    aug = Augment(rotate=20, scale=0.2, shear=15, translate=3, elastic_alpha=2)
+    theta, disp = aug._affine(6, "cpu"), aug._displacement(6, "cpu")
+    expected = torch.nn.functional.affine_grid(theta, [6, 1, SIDE, SIDE], align_corners=False)
+    torch.testing.assert_close(sampling_grid(theta), expected, atol=1e-6, rtol=0)
+    offsets = disp.transpose(1, 2).reshape(6, SIDE, SIDE, 2)  # pixel (row y, column x) -> (dx, dy)
+    torch.testing.assert_close(sampling_grid(theta, disp), expected + offsets, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize(
