@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision clean
+.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision results clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ reproduce: setup ## verify the data, then re-run every notebook: replaces result
 
 lab: setup ## JupyterLab on notebooks/ with this environment's python3 kernel (LAB_ARGS="--no-browser" etc.)
 	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter$${JUPYTER_PATH:+:$$JUPYTER_PATH} $(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+results: setup ## train and test configs/*.json over seeds 0-2 (notebooks/params/results/) into results/configs/, ~20 min; OVERWRITE=1 replaces
+	$(PY) -m mnist_lib notebooks notebooks/params/results/*.yaml --output-dir results/configs $(if $(OVERWRITE),--overwrite)
 
 sweep: setup ## run or resume a sweep: make sweep SWEEP=sweeps/reference.yaml (default: sweeps/smoke.yaml)
 	$(PY) -m mnist_lib sweep $(or $(SWEEP),sweeps/smoke.yaml)

@@ -4,8 +4,9 @@
     result = train(Config(epochs=5), prepare_data(Config()))
 
 Modules: config (hyperparameters), data (IDX files), splits (train/val, normalization),
-model (MLP), train (loop), evaluate (metrics), runs (records), plots (figures),
-experiment (run end to end), cli (python -m mnist_lib).
+model (MLP), augment (batch augmentation), backprop (training step), train (loop),
+evaluate (metrics), runs (records), plots (figures), experiment (run end to end, over
+seeds), compare (multi-seed results side by side), cli (python -m mnist_lib).
 """
 
 from .config import Config

@@ -119,6 +119,15 @@ def smoothing_basis(sigma: float, device: str = "cpu", kept: float = 0.999) -> t
     return (u[:, :k] * s[:k]).float().to(device)
 
 
+def augmented_versions(images: torch.Tensor, aug: Augment, n: int, seed: int = 0) -> torch.Tensor:
+    """(k, 1 + n, 28, 28): each of k images, then n independent draws of `aug` on it; torch's global RNG is left as it was."""
+    x = images.reshape(len(images), 1, SIDE * SIDE).float()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        drawn = aug(x.expand(-1, n, -1).reshape(-1, SIDE * SIDE)).view(len(images), n, SIDE * SIDE)
+    return torch.cat([x, drawn], 1).view(len(images), 1 + n, SIDE, SIDE)
+
+
 @functools.lru_cache(maxsize=8)
 def smoothing_matrix(sigma: float, device: str = "cpu") -> torch.Tensor:
     """(28, 28) matrix S with S @ f = f convolved with the Gaussian, reflect-padded at the edges."""

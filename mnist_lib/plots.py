@@ -1,4 +1,4 @@
-"""Figures: learning curves, confusion matrix, per-class accuracy, misclassified digits.
+"""Figures: learning curves, confusion matrix, per-class accuracy, digits, sweeps, config comparisons.
 
 Each function returns a matplotlib Figure; `save_figure` writes it as a PNG
 atomically (figures/ by default for the committed ones, the run directory for
@@ -173,3 +173,29 @@ def plot_sweep_heatmap(trials: pd.DataFrame, row: str, col: str):
     ax.set(title="Grid: best validation accuracy")
     fig.tight_layout()
     return fig
+
+
+def plot_compared_curves(histories: dict[str, dict[int, pd.DataFrame]]):
+    """Validation accuracy and loss per epoch of several configs: mean over seeds, min-max band."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.9))
+    for label, runs in histories.items():
+        frame = pd.concat(runs.values()).groupby("epoch")
+        for ax, metric in zip(axes, ("val_acc", "val_loss"), strict=True):
+            mean = frame[metric].mean()
+            line = ax.plot(mean.index, mean, label=f"{label} ({len(runs)} seeds)")[0]
+            ax.fill_between(mean.index, frame[metric].min(), frame[metric].max(), color=line.get_color(), alpha=0.2)
+    best = max(pd.concat(runs.values())["val_acc"].max() for runs in histories.values())
+    axes[0].set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy", ylim=(best - 0.025, best + 0.002))
+    axes[1].set(xlabel="epoch", ylabel="cross-entropy loss", title="Validation loss", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_augmented_samples(versions: torch.Tensor, title: str = "Augmentation: each original, then random draws"):
+    """Rows of digits from augment.augmented_versions (k, 1 + n, 28, 28): the original, then n augmented copies."""
+    k, m = versions.shape[:2]
+    titles = (["original"] + [f"draw {i}" for i in range(1, m)]) + [""] * (m * (k - 1))
+    return plot_digit_grid(versions.reshape(k * m, 28, 28), titles, ncols=m, title=title)

@@ -20,10 +20,11 @@ SOURCES = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 RUN_FILES = sorted(NOTEBOOK_PARAMS_DIR.glob("*.yaml"))
 # parameters a notebook may have besides Config fields (documented in the README)
 EXTRAS = {
-    "01_explore_data.ipynb": {"n_samples", "figures_subdir"},
+    "01_explore_data.ipynb": {"n_samples", "figures_subdir", "config_file"},
     "02_train.ipynb": {"run_name", "max_train_samples", "threads", "device", "overwrite", "figures_subdir"},
     "03_tune.ipynb": {"sweep_file", "workers", "overwrite"},
     "04_final_evaluation.ipynb": {"config_file", "seeds", "output_name", "max_train_samples", "threads", "device", "overwrite"},
+    "05_compare_configs.ipynb": {"runs", "labels", "figures_subdir"},
 }
 FIELD_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(Config)}
 
@@ -40,7 +41,7 @@ def param_cells(nb):
     return [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
 
 
-def test_the_three_roles_exist():
+def test_every_notebook_is_known():
     assert [p.name for p in SOURCES] == sorted(EXTRAS)
 
 
@@ -90,7 +91,7 @@ def test_no_functions_or_classes_and_no_stored_outputs(path):
 
 
 def test_train_and_explore_notebooks_never_read_the_test_set():
-    for name in ("01_explore_data.ipynb", "02_train.ipynb", "03_tune.ipynb"):
+    for name in ("01_explore_data.ipynb", "02_train.ipynb", "03_tune.ipynb", "05_compare_configs.ipynb"):
         code = "\n".join(c.source for c in code_cells(read(NOTEBOOKS_DIR / name)))
         for needle in ("load_test", "evaluate_run", "multi_seed", 'read_split("test")', "t10k-images"):
             assert needle not in code, f"{name} uses {needle}"
@@ -179,3 +180,24 @@ def test_bad_run_file_exits_2_and_writes_nothing(tmp_path, capsys):
     code = main(["notebooks", str(good), str(bad), "--output-dir", str(tmp_path / "out")])
     assert code == 2 and "nonsense" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# --- the committed configs and make results ---------------------------------------------------
+
+
+def test_committed_configs_load_fit_the_budget_and_each_has_a_results_run():
+    from mnist_lib import MLP, count_params
+    from mnist_lib.augment import Augment
+    from mnist_lib.paths import REPO_ROOT
+
+    configs = {p.stem: Config.load(p) for p in sorted((REPO_ROOT / "configs").glob("*.json"))}
+    assert {"mlp_noaug", "mlp_aug"} <= set(configs)
+    for cfg in configs.values():
+        assert count_params(MLP(cfg.hidden, cfg.dropout, cfg.input_dropout)) <= 600_000  # the budget
+    assert Augment.from_config(configs["mlp_noaug"]) is None and Augment.from_config(configs["mlp_aug"]) is not None
+    runs = {p.stem: load_run(p) for p in sorted((NOTEBOOK_PARAMS_DIR / "results").glob("*.yaml"))}
+    assert sorted(runs) == sorted(configs)
+    for name, run in runs.items():
+        assert run.parameters["config_file"] == f"configs/{name}.json"
+        assert run.parameters["output_name"] == f"configs/{name}"
+        assert len(run.parameters["seeds"]) >= 3

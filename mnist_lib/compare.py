@@ -1,0 +1,61 @@
+"""Compare configs trained over several seeds: a results table and learning curves, from their folders.
+
+    from mnist_lib.compare import load_seed_runs, results_table
+    folders = {"reference": "results/final", "mlp_aug": "results/configs/mlp_aug"}
+    results_table(folders)                      # params, epochs, minutes per seed, val/test mean ± std
+    load_seed_runs("results/configs/mlp_aug").histories   # {seed: metrics.csv as a DataFrame}
+
+A folder is what experiment.multi_seed (notebook 04) writes: summary.json and
+seed_<s>/metrics.csv for every seed it names. Notebook 05 draws the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import UserError
+
+
+@dataclass
+class SeedRuns:
+    summary: dict  # summary.json: config, means and stds, params, hardware, date
+    histories: dict[int, pd.DataFrame]  # per seed: one row per epoch (metrics.csv)
+
+
+def load_seed_runs(folder: str | Path) -> SeedRuns:
+    """Read a multi-seed result folder; a clear UserError if it is not one."""
+    folder = Path(folder)
+    path = folder / "summary.json"
+    if not path.is_file():
+        raise UserError(f"{folder} has no summary.json: not a multi-seed result folder (notebook 04 writes one)")
+    try:
+        summary = json.loads(path.read_text())
+        seeds = summary["seeds"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise UserError(f"{path} is not a multi-seed summary ({e})") from None
+    histories = {}
+    for seed in seeds:
+        metrics = folder / f"seed_{seed}" / "metrics.csv"
+        if not metrics.is_file():
+            raise UserError(f"{metrics} is missing: {path} lists seed {seed}")
+        histories[seed] = pd.read_csv(metrics)
+    return SeedRuns(summary, histories)
+
+
+def results_table(folders: dict[str, str | Path]) -> pd.DataFrame:
+    """One row per config: params, epochs, seeds, training minutes per seed, val and test accuracy (%) mean and std."""
+    rows = []
+    for label, folder in folders.items():
+        s = load_seed_runs(folder).summary
+        row = {"config": label, "params": s["params"], "epochs": s["config"]["epochs"], "seeds": s["n_seeds"]}
+        row["minutes_per_seed"] = s["train_seconds_mean"] / 60
+        for key in ("val_acc", "test_acc"):
+            row[f"{key}_mean"] = 100 * s[f"{key}_mean"] if f"{key}_mean" in s else float("nan")
+            row[f"{key}_std"] = 100 * s[f"{key}_std"] if f"{key}_std" in s else float("nan")
+        row.update(hardware=f"{s['cpu']} ({s['device']}), {s['threads']} threads", date=s["date"])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("config")

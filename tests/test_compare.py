@@ -1,0 +1,82 @@
+"""Comparing multi-seed result folders: the table agrees with the per-seed records, bad folders give clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import matplotlib
+import pandas as pd
+import pytest
+import torch
+
+from mnist_lib import MLP, Config, count_params, plots
+from mnist_lib.augment import Augment, augmented_versions
+from mnist_lib.compare import load_seed_runs, results_table
+from mnist_lib.errors import UserError
+from mnist_lib.experiment import multi_seed
+
+matplotlib.use("Agg")
+TINY = Config(epochs=2, hidden=(32,), dropout=(0.1,), batch_size=256)
+
+
+@pytest.fixture(scope="module")
+def seed_folders(mnist_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("seeds")
+    kw = dict(data_dir=mnist_dir, max_train_samples=2000, threads=1, device="cpu", progress=False)
+    multi_seed(TINY, [0, 1], root / "a", **kw)
+    multi_seed(TINY.replace(hidden=(16, 16), dropout=(0.0, 0.0)), [3, 4, 5], root / "b", evaluate_test=False, **kw)
+    return root
+
+
+def test_table_agrees_with_each_seed_record(seed_folders):
+    table = results_table({"a": seed_folders / "a", "b": seed_folders / "b"})
+    assert list(table.index) == ["a", "b"]
+    for label, cfg in (("a", TINY), ("b", TINY.replace(hidden=(16, 16), dropout=(0.0, 0.0)))):
+        seeds = pd.read_csv(seed_folders / label / "summary.csv")
+        row = table.loc[label]
+        assert row["params"] == count_params(MLP(cfg.hidden, cfg.dropout))
+        assert row["epochs"] == 2 and row["seeds"] == len(seeds)
+        assert row["val_acc_mean"] == pytest.approx(100 * seeds["best_val_acc"].mean())
+        assert row["val_acc_std"] == pytest.approx(100 * seeds["best_val_acc"].std(ddof=1))
+        assert row["minutes_per_seed"] == pytest.approx(seeds["train_seconds"].mean() / 60)
+    assert table.loc["a", "test_acc_mean"] == pytest.approx(100 * pd.read_csv(seed_folders / "a" / "summary.csv")["test_acc"].mean())
+    assert pd.isna(table.loc["b", "test_acc_mean"])  # never evaluated on test: no number is made up
+
+
+def test_histories_are_the_seed_metrics(seed_folders):
+    runs = load_seed_runs(seed_folders / "b")
+    assert sorted(runs.histories) == [3, 4, 5]
+    pd.testing.assert_frame_equal(runs.histories[4], pd.read_csv(seed_folders / "b" / "seed_4" / "metrics.csv"))
+    fig = plots.plot_compared_curves({"b": runs.histories, "a": load_seed_runs(seed_folders / "a").histories})
+    assert [len(ax.get_lines()) for ax in fig.axes] == [2, 2]
+
+
+def test_bad_folders_are_clear_errors(seed_folders, tmp_path):
+    with pytest.raises(UserError, match="no summary.json"):
+        load_seed_runs(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(seed_folders / "a", broken)
+    shutil.rmtree(broken / "seed_1")
+    with pytest.raises(UserError, match="seed_1/metrics.csv is missing"):
+        results_table({"x": broken})
+    (broken / "summary.json").write_text(json.dumps({"config": {}}))
+    with pytest.raises(UserError, match="not a multi-seed summary"):
+        load_seed_runs(broken)
+
+
+def test_augmented_versions_keep_the_original_and_leave_the_rng_alone():
+    images = torch.rand(3, 28, 28)
+    aug = Augment(rotate=15, elastic_alpha=2)
+    torch.manual_seed(7)
+    before = torch.rand(4)
+    torch.manual_seed(7)
+    versions = augmented_versions(images, aug, n=4, seed=1)
+    assert torch.equal(torch.rand(4), before)  # the caller's random stream is untouched
+    assert versions.shape == (3, 5, 28, 28)
+    assert torch.equal(versions[:, 0], images)
+    assert torch.equal(versions, augmented_versions(images, aug, n=4, seed=1))
+    assert not torch.equal(versions, augmented_versions(images, aug, n=4, seed=2))
+    assert not torch.equal(versions[:, 1], versions[:, 2])  # independent draws, not one map repeated
+    fig = plots.plot_augmented_samples(versions)
+    assert len([ax for ax in fig.axes if ax.images]) == 15
