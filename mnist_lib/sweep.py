@@ -127,6 +127,8 @@ def _objective(spec: SweepSpec, stage: str, space: dict):
         start = time.perf_counter()
         if stage == GRID and "fixed_params" not in trial.study._storage.get_trial_system_attrs(trial._trial_id):
             raise optuna.TrialPruned("no grid point left to claim")  # lost a race for the last one
+        if stage == REFINE and over_budget(trial, spec.refine_trials):
+            raise optuna.TrialPruned("refinement budget already claimed")  # another machine took the last one
         try:
             point = _suggest(trial, spec, stage, space)
             trial.set_user_attr("point", point)
@@ -159,6 +161,19 @@ def _finished(study) -> list:
     from optuna.trial import TrialState
 
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)) if not t.user_attrs.get("killed")]
+
+
+def over_budget(trial, budget: int) -> bool:
+    """Whether `budget` trials that count (not pruned, not killed) were created before `trial`.
+
+    Workers on several machines can each see one free slot and start a trial at
+    once; trial numbers are unique in the storage, so the later ones give way.
+    """
+    earlier = [
+        t for t in trial.study.get_trials(deepcopy=False)
+        if t.number < trial.number and t.state.name != "PRUNED" and not t.user_attrs.get("killed")
+    ]  # fmt: skip
+    return len(earlier) >= budget
 
 
 def _has_work(spec: SweepSpec, study, stage: str) -> bool:

@@ -172,3 +172,23 @@ def test_test_set_is_locked_in_sweep_workers(mnist_dir, monkeypatch):
 def test_committed_sweep_files_are_valid(path):
     spec = load_spec(path)
     assert spec.name == path.stem and spec.grid_points()
+
+
+def test_refinement_trials_beyond_the_budget_give_way():
+    import optuna
+
+    from mnist_lib.sweep import over_budget
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    first = study.ask()
+    study.tell(first, 0.9)
+    killed = study.ask()  # a killed trial does not count against the budget
+    study._storage.set_trial_user_attr(killed._trial_id, "killed", True)
+    study.tell(killed, state=optuna.trial.TrialState.FAIL)
+    pruned = study.ask()
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    racing = [study.ask(), study.ask()]  # two machines each saw one free slot of a budget of 2
+    assert [over_budget(t, 2) for t in racing] == [False, True]
+    assert [over_budget(t, 3) for t in racing] == [False, False]
+    assert not over_budget(first, 1)
