@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision results clean
+.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision results ablations clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -67,6 +67,13 @@ lab: setup ## JupyterLab on notebooks/ with this environment's python3 kernel (L
 
 results: setup ## train and test configs/*.json over seeds 0-2 (notebooks/params/results/) into results/configs/, ~20 min; OVERWRITE=1 replaces
 	$(PY) -m mnist_lib notebooks notebooks/params/results/*.yaml --output-dir results/configs $(if $(OVERWRITE),--overwrite)
+
+ABLATE = $(PY) -m mnist_lib train --config configs/mlp_aug.json --seeds 0 1 2 --threads 2 --device cpu
+NO_AFFINE = --aug-rotate 0 --aug-scale 0 --aug-shear 0 --aug-translate 0
+ablations: setup ## what mlp_aug's augmentation buys: without it, affine only, elastic only; 3 seeds, validation only, ~20 min
+	$(ABLATE) $(NO_AFFINE) --aug-elastic-alpha 0 --run-dir results/ablations/no_augmentation
+	$(ABLATE) --aug-elastic-alpha 0 --run-dir results/ablations/affine_only
+	$(ABLATE) $(NO_AFFINE) --run-dir results/ablations/elastic_only
 
 sweep: setup ## run or resume a sweep: make sweep SWEEP=sweeps/reference.yaml (default: sweeps/smoke.yaml)
 	$(PY) -m mnist_lib sweep $(or $(SWEEP),sweeps/smoke.yaml)

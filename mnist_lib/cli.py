@@ -2,6 +2,7 @@
 
     python -m mnist_lib data                       # verify (or download) MNIST, show the split
     python -m mnist_lib train --epochs 5 --lr 1e-3 --name quick
+    python -m mnist_lib train --config configs/mlp_aug.json --seeds 0 1 2 --name aug3   # mean ± std over seeds
     python -m mnist_lib evaluate results/runs/quick
     python -m mnist_lib predict results/runs/quick my_digit.png
     python -m mnist_lib notebooks                  # execute notebooks/params/*.yaml with papermill
@@ -94,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--evaluate-test", action="store_true", help="after training, evaluate once on the test set")
+    t.add_argument(
+        "--seeds", type=int, nargs="+", metavar="S",
+        help="train once per seed into RUN_DIR/seed_<S>/ and write summary.json/.csv with mean ± std (overrides --seed)",
+    )  # fmt: skip
     t.add_argument("--figures-dir", metavar="DIR", help="where to write the figures (default: the run directory)")
     data_dir_flag(t)
     add_config_flags(t)
@@ -163,6 +168,20 @@ def cmd_train(args) -> None:
     from .experiment import evaluate_run, train_and_record
 
     config = config_from_args(args)
+    if args.seeds:
+        from .experiment import multi_seed
+
+        common = dict(data_dir=args.data_dir, max_train_samples=args.max_train_samples, threads=args.threads, device=args.device)
+        results = multi_seed(
+            config, args.seeds, args.run_dir, name=args.name, evaluate_test=args.evaluate_test, overwrite=args.overwrite,
+            progress=not args.quiet, **common,
+        )  # fmt: skip
+        print(f"{results.line()} -> {results.out_dir}")
+        if results.aggregate["n_seeds"] < len(args.seeds):
+            raise UserError(
+                f"{len(args.seeds) - results.aggregate['n_seeds']} of {len(args.seeds)} seeds did not complete; see {results.out_dir}"
+            )
+        return
     run_dir, result, summary = train_and_record(
         config,
         run_dir=args.run_dir,

@@ -133,6 +133,7 @@ class SeedResults:
     table: pd.DataFrame  # seed, status, best_epoch, best_val_acc, final_val_acc, test_acc, test_loss, train_seconds
     aggregate: dict
     reports: dict[int, Report] = field(default_factory=dict)
+    out_dir: Path | None = None  # where the seeds' records and the summaries are
 
     def line(self) -> str:
         """'validation 98.11 ± 0.03 %, test 98.49 ± 0.08 % (3 seeds)'."""
@@ -146,8 +147,9 @@ class SeedResults:
 def multi_seed(
     config: Config,
     seeds: list[int],
-    out_dir: str | Path,
+    out_dir: str | Path | None,
     *,
+    name: str | None = None,
     evaluate_test: bool = True,
     overwrite: bool = False,
     data_dir: str | Path | None = None,
@@ -158,12 +160,14 @@ def multi_seed(
 ) -> SeedResults:
     """Train `config` once per seed into out_dir/seed_<s>/ (one shared split), then evaluate each on test.
 
+    out_dir None means results/runs/<name> (default name: a timestamp), as for one run.
+
     Writes out_dir/summary.csv (a row per seed) and out_dir/summary.json (config,
     mean and sample std of validation and test accuracy, split hash, versions).
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
-    out_dir = new_run_dir(out_dir, overwrite=overwrite)
+    out_dir = new_run_dir(out_dir, name, overwrite)
     rows, reports, first = [], {}, None
     for seed in tqdm(seeds, desc="seeds", disable=not progress):
         run_dir, result, summary = train_and_record(
@@ -188,4 +192,4 @@ def multi_seed(
     record = {"config": config.to_dict(), **aggregate, **{k: first[k] for k in keep}, "date": time.strftime("%Y-%m-%d")}
     write_json(out_dir / "summary.json", record)
     atomic_write(out_dir / "summary.csv", table.to_csv(index=False, lineterminator="\n"))
-    return SeedResults(config, table, aggregate, reports)
+    return SeedResults(config, table, aggregate, reports, out_dir)

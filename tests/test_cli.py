@@ -88,6 +88,8 @@ def test_predict_classifies_png_digits(trained, capsys, tmp_path, mnist_dir):
         (["train", "--config", "/no/such/file.json"], "cannot read config file"),
         (["train", "--device", "tpu"], "unknown device"),
         (["train", "--precision", "fp16"], "invalid choice: 'fp16'"),
+        (["train", "--seeds", "0", "0"], "distinct integers"),
+        (["train", "--seeds"], "expected at least one argument"),
         (["evaluate", "/no/such/run"], "does not exist"),
         (["predict", "/no/such/run", "x.png"], "no model"),
         (["bogus"], "invalid choice"),
@@ -105,6 +107,24 @@ def test_predict_rejects_a_non_image(trained, capsys, tmp_path):
     (tmp_path / "x.png").write_text("not an image")
     code, _, err = run_cli(capsys, "predict", str(trained), str(tmp_path / "x.png"))
     assert code == 2 and "not a readable image" in err
+
+
+@pytest.mark.parametrize("evaluate_test", [False, True])
+def test_train_over_seeds_writes_one_record_each_and_the_summary(tmp_path, capsys, mnist_dir, evaluate_test):
+    out_dir = tmp_path / "seeds"
+    argv = ["train", "--seeds", "3", "5", "--epochs", "1", "--max-train-samples", "500", "--hidden", "16", "--dropout", "0.0",
+            "--run-dir", str(out_dir), "--quiet", "--threads", "1"] + (["--evaluate-test"] if evaluate_test else [])  # fmt: skip
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    per_seed = [json.loads((out_dir / f"seed_{s}" / "summary.json").read_text()) for s in (3, 5)]
+    assert [json.loads((out_dir / f"seed_{s}" / "config.json").read_text())["seed"] for s in (3, 5)] == [3, 5]
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["seeds"] == [3, 5] and summary["config"]["hidden"] == [16]
+    assert summary["val_acc_mean"] == pytest.approx(np.mean([s["best_val_acc"] for s in per_seed]))
+    assert ("test_acc_mean" in summary) == evaluate_test  # the test set is read only when asked
+    assert f"-> {out_dir}" in out and "2 seeds" in out
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "already exists" in err  # never overwritten silently
 
 
 def test_existing_run_dir_is_refused(trained, capsys):
