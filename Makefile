@@ -70,7 +70,7 @@ results: setup ## train and test configs/*.json over seeds 0-2 (notebooks/params
 
 ABLATE = $(PY) -m mnist_lib train --config configs/mlp_aug.json --seeds 0 1 2 --threads 2 --device cpu
 NO_AFFINE = --aug-rotate 0 --aug-scale 0 --aug-shear 0 --aug-translate 0
-ablations: setup ## what mlp_aug's augmentation buys: without it, affine only, elastic only; 3 seeds, validation only, ~20 min
+ablations: setup ## what mlp_aug's augmentation buys: without it, affine only, elastic only; 3 seeds, validation only, ~25 min
 	$(ABLATE) $(NO_AFFINE) --aug-elastic-alpha 0 --run-dir results/ablations/no_augmentation
 	$(ABLATE) --aug-elastic-alpha 0 --run-dir results/ablations/affine_only
 	$(ABLATE) $(NO_AFFINE) --run-dir results/ablations/elastic_only
