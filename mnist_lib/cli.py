@@ -168,32 +168,23 @@ def cmd_train(args) -> None:
     from .experiment import evaluate_run, train_and_record
 
     config = config_from_args(args)
+    # the same run options for one run and for several seeds
+    common = dict(
+        run_dir=args.run_dir, name=args.name, overwrite=args.overwrite, data_dir=args.data_dir,
+        max_train_samples=args.max_train_samples, threads=args.threads, device=args.device, progress=not args.quiet,
+    )  # fmt: skip
     if args.seeds:
         from .experiment import multi_seed
 
-        common = dict(data_dir=args.data_dir, max_train_samples=args.max_train_samples, threads=args.threads, device=args.device)
-        results = multi_seed(
-            config, args.seeds, args.run_dir, name=args.name, evaluate_test=args.evaluate_test, overwrite=args.overwrite,
-            progress=not args.quiet, **common,
-        )  # fmt: skip
+        out_dir = common.pop("run_dir")
+        results = multi_seed(config, args.seeds, out_dir, evaluate_test=args.evaluate_test, **common)
         print(f"{results.line()} -> {results.out_dir}")
         if results.aggregate["n_seeds"] < len(args.seeds):
             raise UserError(
                 f"{len(args.seeds) - results.aggregate['n_seeds']} of {len(args.seeds)} seeds did not complete; see {results.out_dir}"
             )
         return
-    run_dir, result, summary = train_and_record(
-        config,
-        run_dir=args.run_dir,
-        name=args.name,
-        overwrite=args.overwrite,
-        data_dir=args.data_dir,
-        max_train_samples=args.max_train_samples,
-        threads=args.threads,
-        device=args.device,
-        progress=not args.quiet,
-        figures_dir=args.figures_dir,
-    )
+    run_dir, result, summary = train_and_record(config, figures_dir=args.figures_dir, **common)
     print(
         f"{summary['status']}: best val_acc {summary['best_val_acc']:.4f} (epoch {summary['best_epoch']}), "
         f"final val_acc {summary['final_val_acc']:.4f}, {summary['train_seconds']:.1f} s on {summary['device']} "
