@@ -11,13 +11,13 @@ seed_<s>/metrics.csv for every seed it names. Notebook 05 draws the comparison.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import UserError
+from .runs import read_json
 
 
 @dataclass
@@ -32,13 +32,11 @@ def load_seed_runs(folder: str | Path) -> SeedRuns:
     path = folder / "summary.json"
     if not path.is_file():
         raise UserError(f"{folder} has no summary.json: not a multi-seed result folder (notebook 04 writes one)")
-    try:
-        summary = json.loads(path.read_text())
-        seeds = summary["seeds"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise UserError(f"{path} is not a multi-seed summary ({e})") from None
+    summary = read_json(path)
+    if not isinstance(summary, dict) or "seeds" not in summary:
+        raise UserError(f"{path} is not a multi-seed summary (no 'seeds' list)")
     histories = {}
-    for seed in seeds:
+    for seed in summary["seeds"]:
         metrics = folder / f"seed_{seed}" / "metrics.csv"
         if not metrics.is_file():
             raise UserError(f"{metrics} is missing: {path} lists seed {seed}")

@@ -160,7 +160,12 @@ def _finished(study) -> list:
     """Trials that count: complete or failed, not the ones killed and re-queued."""
     from optuna.trial import TrialState
 
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)) if not t.user_attrs.get("killed")]
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)) if counts(t)]
+
+
+def counts(trial) -> bool:
+    """Whether a trial counts: not pruned (it lost a race for a slot) and not killed (its point was re-queued)."""
+    return trial.state.name != "PRUNED" and not trial.user_attrs.get("killed")
 
 
 def over_budget(trial, budget: int) -> bool:
@@ -169,10 +174,7 @@ def over_budget(trial, budget: int) -> bool:
     Workers on several machines can each see one free slot and start a trial at
     once; trial numbers are unique in the storage, so the later ones give way.
     """
-    earlier = [
-        t for t in trial.study.get_trials(deepcopy=False)
-        if t.number < trial.number and t.state.name != "PRUNED" and not t.user_attrs.get("killed")
-    ]  # fmt: skip
+    earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number and counts(t)]
     return len(earlier) >= budget
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from . import plots
 from .config import Config
 from .runs import atomic_write, read_json, write_json
-from .sweep import GRID, REFINE, open_study, sweep_dir
+from .sweep import GRID, REFINE, counts, open_study, sweep_dir
 from .sweep_spec import SweepSpec
 
 STATUS = {"COMPLETE": "completed", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting", "PRUNED": "skipped"}
@@ -23,7 +23,7 @@ def trials_table(spec: SweepSpec) -> pd.DataFrame:
     stages = [GRID, REFINE] if spec.refine_trials else [GRID]
     for stage in stages:
         for t in open_study(spec, stage).get_trials(deepcopy=False):
-            if t.user_attrs.get("killed") or t.state.name == "PRUNED":
+            if not counts(t):
                 continue
             point = t.user_attrs.get("point", {})
             train_seconds = t.user_attrs.get("train_seconds")
