@@ -21,6 +21,7 @@ from .config import Config
 from .data import read_split
 from .errors import UserError
 from .evaluate import Report, classification_report
+from .memory import check_fits, human, is_out_of_memory, training_bytes
 from .model import count_params
 from .runs import RunRecorder, atomic_write, environment, load_model, new_run_dir, read_summary, update_summary, write_json
 from .splits import load_test, prepare_data
@@ -42,11 +43,14 @@ def train_and_record(
 ) -> tuple[Path, TrainResult, dict]:
     """Train per `config` and write a run record; returns (run_dir, result, summary).
 
-    Everything that can be refused (device, threads, data, an existing run
-    directory) is checked before anything is written.
+    Everything that can be refused (device, threads, a model too large for the
+    device's memory, data, an existing run directory) is checked before anything
+    is written. Running out of memory anyway marks the record failed and is a
+    UserError.
     """
     dev = select_device(device)
     n_threads = set_threads(threads)
+    check_fits(config, dev)
     data = prepare_data(config, data_dir, max_train_samples)
     run_dir = new_run_dir(run_dir, name, overwrite)
     recorder = RunRecorder(
@@ -68,6 +72,11 @@ def train_and_record(
         result = train(config, data, device=dev, threads=n_threads, progress=progress, on_epoch=recorder.on_epoch)
     except BaseException as e:
         recorder.fail(f"{type(e).__name__}: {e}")
+        if is_out_of_memory(e):
+            _, needed = training_bytes(config)
+            raise UserError(
+                f"out of memory on {dev} while training (at least {human(needed)} needed); run marked failed in {run_dir}"
+            ) from None
         raise
     summary = recorder.finish(
         result.model,

@@ -132,23 +132,77 @@ def save_model(path: str | Path, model: torch.nn.Module, config: Config, mean: f
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[MLP, Config, float, float]:
-    """(model in eval mode, config, mean, std) from a run directory or a .safetensors file."""
+    """(model in eval mode, config, mean, std) from a run directory or a .safetensors file.
+
+    The file is untrusted input: its metadata and its table of tensor names, shapes
+    and dtypes are checked against each other (check_model_file) before any weight
+    is read or any layer allocated.
+    """
     path = Path(run_dir)
     if path.is_dir():
         path = path / MODEL_FILE
     if not path.is_file():
         raise UserError(f"no model at {path}: not a run directory, or the run did not finish")
+    config, mean, std = check_model_file(path)
+    try:
+        tensors = safetensors.torch.load_file(str(path), device=str(device))
+    except (OSError, safetensors.SafetensorError) as e:
+        raise UserError(f"{path}: cannot read the weights ({e})") from None
+    with torch.device("meta"):  # layers without memory; the file's tensors become their weights
+        model = MLP.from_config(config)
+    model.load_state_dict(tensors, assign=True)
+    return model.eval(), config, mean, std
+
+
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.bfloat16: "BF16", torch.float16: "F16", torch.int64: "I64"}
+
+
+def check_model_file(path: str | Path) -> tuple[Config, float, float]:
+    """(config, mean, std) of a model file, after checking that its tensors are exactly the ones that config builds.
+
+    Reads only the file's header. A tampered or foreign file (a config that would
+    build other layers, a missing or extra tensor, another shape or dtype, a
+    non-finite mean or std) is a UserError naming the file.
+    """
+    path = Path(path)
+
+    def refuse(why: str) -> UserError:
+        return UserError(f"{path}: not a model file of this project ({why})")
+
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        tensors = safetensors.torch.load_file(str(path), device=str(device))
+            table = {name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype()) for name in f.keys()}  # noqa: SIM118
+    except (OSError, safetensors.SafetensorError) as e:
+        raise refuse(f"cannot read it as safetensors: {e}") from None
+    missing = [k for k in ("config", "mean", "std") if k not in meta]
+    if missing:
+        raise refuse(f"its metadata lacks {', '.join(missing)}")
+    try:
         config = Config.from_json(meta["config"])
+    except UserError as e:
+        raise refuse(f"metadata config: {e}") from None
+    try:
         mean, std = float(meta["mean"]), float(meta["std"])
-    except (KeyError, ValueError, OSError, safetensors.SafetensorError) as e:
-        raise UserError(f"{path}: not a model file of this project ({e})") from None
-    model = MLP.from_config(config).to(device)
-    model.load_state_dict(tensors)
-    return model.eval(), config, mean, std
+    except ValueError:
+        raise refuse(f"metadata mean {meta['mean'][:40]!r} and std {meta['std'][:40]!r} must be numbers") from None
+    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+        raise refuse(f"metadata mean {mean} and std {std} must be finite, std > 0")
+    # every layer has at least one tensor: a config with more layers than the file has tensors is refused
+    # before it is built, so a tampered config cannot make even the meta-device model arbitrarily large
+    if len(config.hidden) + 1 > len(table):
+        raise refuse(f"its config has {len(config.hidden) + 1} layers but the file holds {len(table)} tensors")
+    with torch.device("meta"):
+        expected = {
+            k: (tuple(v.shape), SAFETENSORS_DTYPES.get(v.dtype, str(v.dtype))) for k, v in MLP.from_config(config).state_dict().items()
+        }
+    if set(table) != set(expected):
+        extra, absent = sorted(set(table) - set(expected)), sorted(set(expected) - set(table))
+        raise refuse(f"tensors {extra[:4]} not in the config's model, {absent[:4]} missing")
+    for name, (shape, dtype) in expected.items():
+        if table[name] != (shape, dtype):
+            raise refuse(f"tensor {name} is {table[name][1]} {list(table[name][0])}, its config needs {dtype} {list(shape)}")
+    return config, mean, std
 
 
 class RunRecorder:

@@ -131,3 +131,97 @@ def test_a_model_with_input_dropout_records_and_evaluates(tmp_path, mnist_dir):
     run_dir, _, _ = train_and_record(cfg, run_dir=tmp_path / "r", max_train_samples=500, threads=2, device="cpu", progress=False)
     report = evaluate_run(run_dir, device="cpu")
     assert 0.1 < report.acc <= 1.0
+
+
+# --- model files are untrusted input ---------------------------------------------------------
+
+
+def rewrite_model(src, dst, tensors=None, **meta_changes):
+    """Copy a model file with some metadata fields or tensors replaced (what a tampered or foreign file looks like)."""
+    import safetensors
+    import safetensors.torch
+
+    with safetensors.safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+    original = safetensors.torch.load_file(str(src))
+    meta.update({k: v for k, v in meta_changes.items() if v is not None})
+    for k in [k for k, v in meta_changes.items() if v is None]:
+        meta.pop(k)
+    dst.write_bytes(safetensors.torch.save(original if tensors is None else tensors(original), metadata=meta))
+    return dst
+
+
+def with_config(src, **changes):
+    cfg = json.loads(src)
+    cfg.update(changes)
+    return json.dumps(cfg)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    cfg = Config(hidden=(8, 4), dropout=(0.0, 0.0))
+    save_model(tmp_path / "m.safetensors", MLP.from_config(cfg), cfg, 0.1307, 0.3081)
+    return tmp_path / "m.safetensors"
+
+
+def tampered_cases():
+    return {
+        # a config that asks for 627 GB of weights, with the original tensors: refused before anything is allocated
+        "huge-config": lambda m: {"config": with_config(m["config"], hidden=[200_000_000, 4], dropout=[0.0, 0.0])},
+        "other-widths": lambda m: {"config": with_config(m["config"], hidden=[4, 8])},
+        "more-layers": lambda m: {"config": with_config(m["config"], hidden=[8] * 50, dropout=[0.0] * 50)},
+        "invalid-config": lambda m: {"config": with_config(m["config"], lr=-1)},
+        "config-not-json": lambda m: {"config": "{not json"},
+        "no-config": lambda m: {"config": None},
+        "std-zero": lambda m: {"std": "0"},
+        "mean-nan": lambda m: {"mean": "nan"},
+        "mean-text": lambda m: {"mean": "a lot"},
+    }
+
+
+@pytest.mark.parametrize("case", list(tampered_cases()))
+def test_tampered_metadata_is_refused_before_allocation(model_file, case, monkeypatch):
+    import safetensors
+
+    with safetensors.safe_open(str(model_file), framework="pt") as f:
+        changes = tampered_cases()[case](f.metadata())
+    bad = rewrite_model(model_file, model_file.with_name("bad.safetensors"), **changes)
+    loads = []
+    monkeypatch.setattr("safetensors.torch.load_file", lambda *a, **k: loads.append(a))
+    with pytest.raises(UserError, match=r"bad\.safetensors: not a model file of this project"):
+        load_model(bad)
+    assert loads == []  # no weight was read
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: {k: v for k, v in t.items() if k != "net.3.bias"},  # a tensor missing
+        lambda t: {**t, "extra": torch.zeros(3)},  # a tensor too many
+        lambda t: {**t, "net.0.weight": t["net.0.weight"].double()},  # another dtype
+        lambda t: {**t, "net.0.weight": t["net.0.weight"][:, :100].contiguous()},  # another shape
+        lambda t: {"a": torch.zeros(2)},  # a foreign file with our metadata
+    ],
+    ids=["missing", "extra", "dtype", "shape", "foreign"],
+)
+def test_tensors_that_do_not_match_the_config_are_refused(model_file, edit):
+    bad = rewrite_model(model_file, model_file.with_name("bad.safetensors"), tensors=edit)
+    with pytest.raises(UserError, match=r"bad\.safetensors: not a model file"):
+        load_model(bad)
+
+
+def test_a_safetensors_file_without_our_metadata_is_refused(tmp_path):
+    import safetensors.torch
+
+    (tmp_path / "f.safetensors").write_bytes(safetensors.torch.save({"w": torch.zeros(2)}))
+    with pytest.raises(UserError, match="metadata lacks config, mean, std"):
+        load_model(tmp_path / "f.safetensors")
+
+
+def test_loaded_model_holds_the_files_weights_in_eval_mode(model_file):
+    import safetensors.torch
+
+    model, *_ = load_model(model_file)
+    assert not model.training and all(p.device.type == "cpu" and p.requires_grad for p in model.parameters())
+    stored = safetensors.torch.load_file(str(model_file))
+    assert all(torch.equal(v, stored[k]) for k, v in model.state_dict().items())
