@@ -28,8 +28,8 @@ from typing import Any
 
 from .config import Config
 from .errors import UserError
+from .files import read_yaml
 from .paths import EXECUTED_NOTEBOOKS_DIR, NOTEBOOK_PARAMS_DIR, NOTEBOOKS_DIR
-from .runs import read_yaml
 
 KERNEL = "python3"  # the project environment's own kernel (see use_project_kernel)
 
@@ -53,26 +53,32 @@ class Outcome:
 
 
 def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
-    """The parameters a notebook declares (name -> papermill's name/type/default/help)."""
+    """The parameters a notebook declares (name -> papermill's name/type/default/help); a non-notebook is a UserError."""
     import papermill
 
-    return papermill.inspect_notebook(str(notebook))
+    try:
+        return papermill.inspect_notebook(str(notebook))
+    except Exception as e:  # noqa: BLE001 - nbformat and papermill raise many types for a file that is not a notebook
+        raise UserError(f"{notebook}: not a readable notebook ({type(e).__name__})") from None
 
 
 def load_run(path: str | Path) -> NotebookRun:
     """Read and check a run file: known keys, an existing notebook, declared and valid parameters."""
     path = Path(path)
     spec = read_yaml(path, "run file")
-    if not isinstance(spec, dict) or set(spec) - {"notebook", "parameters"} or "notebook" not in spec:
-        raise UserError(f"run file {path}: expected the keys 'notebook' and optionally 'parameters'")
+    if not isinstance(spec, dict) or set(spec) - {"notebook", "parameters"} or not isinstance(spec.get("notebook"), str):
+        raise UserError(f"run file {path}: expected the keys 'notebook' (a notebook's file name) and optionally 'parameters'")
     notebook = NOTEBOOKS_DIR / spec["notebook"]  # an absolute path is kept as it is
-    if not notebook.is_file():
+    if notebook.suffix != ".ipynb" or not notebook.is_file():
         raise UserError(f"run file {path}: notebook {notebook} not found")
     params = spec.get("parameters") or {}
     if not isinstance(params, dict):
         raise UserError(f"run file {path}: 'parameters' must be a mapping of names to values")
-    declared = notebook_parameters(notebook)
-    unknown = sorted(set(params) - set(declared))
+    try:
+        declared = notebook_parameters(notebook)
+    except UserError as e:
+        raise UserError(f"run file {path}: {e}") from None
+    unknown = sorted(map(str, set(params) - set(declared)))
     if unknown:
         raise UserError(f"run file {path}: {notebook.name} has no parameter(s) {', '.join(unknown)}; it has {', '.join(declared)}")
     try:

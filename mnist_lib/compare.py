@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
-from .runs import read_json
+from .files import read_json
 
 
 @dataclass

@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .files import parse_json, read_text
 
 N_CLASSES = 10
 N_TRAIN_TOTAL = 60_000  # size of MNIST's official training file, split into train/val
 
 
+MAX_INDEX = 2**31 - 1  # widest layer: two such layers still have fewer than 2**63 weights, torch's element limit
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("plateau", "cosine", "onecycle")
 
@@ -78,7 +81,7 @@ class Config:
             self.weight_decay >= 0 and math.isfinite(self.weight_decay),
             f"weight_decay must be >= 0, got {self.weight_decay}",
         )
-        need(all(w >= 1 for w in self.hidden), f"hidden widths must be >= 1, got {list(self.hidden)}")
+        need(all(1 <= w <= MAX_INDEX for w in self.hidden), f"hidden widths must be in [1, 2**31 - 1], got {list(self.hidden)!s:.200}")
         need(
             len(self.dropout) == len(self.hidden),
             f"need one dropout per hidden layer: {len(self.hidden)} hidden layers but {len(self.dropout)} dropout rates",
@@ -90,7 +93,7 @@ class Config:
             N_CLASSES <= self.val_size <= N_TRAIN_TOTAL - N_CLASSES,
             f"val_size must be in [{N_CLASSES}, {N_TRAIN_TOTAL - N_CLASSES}], got {self.val_size}",
         )
-        need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        need(0 <= self.seed <= MAX_SEED, f"seed must be in [0, 2**63 - 1], got {self.seed}")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.max_norm >= 0 and math.isfinite(self.max_norm), f"max_norm must be >= 0 (0: off), got {self.max_norm}")
         need(0 <= self.input_dropout < 1, f"input_dropout must be in [0, 1), got {self.input_dropout}")
@@ -100,7 +103,7 @@ class Config:
         need(0 <= self.aug_translate <= 14, f"aug_translate must be in [0, 14] pixels, got {self.aug_translate}")
         need(0 <= self.aug_elastic_alpha <= 14, f"aug_elastic_alpha must be in [0, 14] pixels, got {self.aug_elastic_alpha}")
         need(0 < self.aug_elastic_sigma <= 14, f"aug_elastic_sigma must be in (0, 14] pixels, got {self.aug_elastic_sigma}")
-        need(self.split_seed >= 0, f"split_seed must be >= 0, got {self.split_seed}")
+        need(0 <= self.split_seed <= MAX_SEED, f"split_seed must be in [0, 2**63 - 1], got {self.split_seed}")
         for f in dataclasses.fields(self):
             choices = f.metadata["choices"]
             need(
@@ -118,7 +121,7 @@ class Config:
         """Build a Config from a mapping; unknown keys are refused with the valid list."""
         if not isinstance(d, dict):
             raise UserError(f"invalid config: expected a mapping of field names, got {type(d).__name__}")
-        unknown = sorted(set(d) - set(cls.field_names()))
+        unknown = sorted(map(str, set(d) - set(cls.field_names())))  # str: a YAML key may be a number
         if unknown:
             raise UserError(f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(cls.field_names())}")
         return cls(**d)
@@ -131,20 +134,12 @@ class Config:
 
     @classmethod
     def from_json(cls, text: str) -> Config:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"invalid config JSON: {e}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json(text, "invalid config JSON"))
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
         """Read a config JSON file (a run's config.json or a sweep's best config)."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise UserError(f"cannot read config file {path}: {e.strerror}") from None
+        text = read_text(path, "config file")
         try:
             return cls.from_json(text)
         except UserError as e:
@@ -171,7 +166,10 @@ def _coerce(name: str, typ: str, value: Any) -> Any:
     def as_float(v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise bad("a number" if "tuple" not in typ else "a list of numbers")
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:  # an integer beyond 1.8e308
+            raise bad("a finite number") from None
 
     if typ == "int":
         return as_int(value)

@@ -15,9 +15,11 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import math
 import os
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +55,7 @@ def data_dir(path: str | Path | None = None) -> Path:
 
 
 def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
-    """Decode IDX bytes (big-endian header, unsigned-byte payload) into an array."""
+    """Decode IDX bytes (big-endian header, unsigned-byte payload) into an array (a view of `raw`, no copy)."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise UserError(f"{name}: not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
@@ -61,20 +63,31 @@ def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
     if len(raw) < header:
         raise UserError(f"{name}: truncated IDX header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(shape))
+    size = math.prod(shape)  # exact: numpy's int64 product would wrap for dimensions near 2**32
     if len(raw) != header + size:
         raise UserError(f"{name}: expected {header + size} bytes for shape {shape}, found {len(raw)} (truncated or corrupt)")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def _read_bytes(path: Path) -> bytes:
+def idx_size(shape: tuple[int, ...]) -> int:
+    """Bytes of an unsigned-byte IDX file of `shape`: the header and one byte per entry."""
+    return 4 + 4 * len(shape) + math.prod(shape)
+
+
+def _read_bytes(path: Path, limit: int) -> bytes:
+    """The file's (uncompressed) bytes, refusing more than `limit`: a gzip bomb stops at limit + 1 bytes."""
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+                raw = f.read(limit + 1)
+        else:
+            with open(path, "rb") as f:
+                raw = f.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise UserError(f"{path}: cannot read ({e}); delete it to re-download") from None
+    if len(raw) > limit:
+        raise UserError(f"{path}: more than the {limit} bytes this file should have (uncompressed); delete it to re-download")
+    return raw
 
 
 def find_file(directory: Path, name: str) -> Path | None:
@@ -88,7 +101,7 @@ def find_file(directory: Path, name: str) -> Path | None:
 def load_idx(path: Path, name: str, expected: tuple | None = None) -> np.ndarray:
     """Read one IDX file and check it against the canonical magic, shape and MD5."""
     magic, shape, md5 = expected or FILES[name]
-    raw = _read_bytes(path)
+    raw = _read_bytes(path, idx_size(shape))
     digest = hashlib.md5(raw).hexdigest()
     if digest != md5:
         raise UserError(f"{path}: MD5 of the uncompressed bytes is {digest}, expected {md5} (corrupt file; delete it to re-download)")

@@ -31,6 +31,7 @@ import torch
 
 from .config import Config
 from .errors import UserError
+from .files import read_json
 from .model import MLP
 from .paths import RUNS_DIR
 from .train import METRIC_COLUMNS
@@ -54,26 +55,6 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def _parse_file(path: str | Path, parse, parse_errors: tuple, what: str, kind: str) -> Any:
-    try:
-        return parse(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} not found") from None
-    except (OSError, *parse_errors) as e:
-        raise UserError(f"{what} {path}: cannot read {kind} ({e})") from None
-
-
-def read_json(path: str | Path) -> Any:
-    return _parse_file(path, json.loads, (json.JSONDecodeError,), "file", "JSON")
-
-
-def read_yaml(path: str | Path, what: str) -> Any:
-    """Parse a YAML file; a missing or malformed file is a UserError naming `what` it is."""
-    import yaml
-
-    return _parse_file(path, yaml.safe_load, (yaml.YAMLError,), what, "YAML")
 
 
 def write_metrics_csv(path: str | Path, rows: list[dict]) -> None:

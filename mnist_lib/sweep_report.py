@@ -10,7 +10,8 @@ import pandas as pd
 
 from . import plots
 from .config import Config
-from .runs import atomic_write, read_json, write_json
+from .files import read_json
+from .runs import atomic_write, write_json
 from .sweep import GRID, REFINE, counts, open_study, sweep_dir
 from .sweep_spec import SweepSpec
 

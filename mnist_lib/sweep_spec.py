@@ -29,7 +29,7 @@ from typing import Any
 
 from .config import Config
 from .errors import UserError
-from .runs import read_yaml
+from .files import read_yaml
 
 EXECUTORS = ("papermill", "library")
 TOP_KEYS = {"name", "base", "grid", "refine", "trial", "workers", "storage", "seed"}
@@ -66,6 +66,14 @@ def _need(ok: bool, path: str, msg: str) -> None:
         raise UserError(f"invalid sweep file {path}: {msg}")
 
 
+def _json_value(value: Any) -> str | None:
+    """The JSON text of a grid value (the study stores it so), or None for YAML-only types (dates, sets, bytes)."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
 def _positive_int(value: Any, path: str, what: str, minimum: int = 1) -> int:
     _need(
         isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
@@ -81,7 +89,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     raw = read_yaml(path, "sweep file")
     p = str(path)
     _need(isinstance(raw, dict), p, "expected a mapping at the top level")
-    unknown = sorted(set(raw) - TOP_KEYS)
+    unknown = sorted(map(str, set(raw) - TOP_KEYS))  # str: YAML keys may be numbers or dates
     _need(not unknown, p, f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(TOP_KEYS))}")
     fields = set(Config.field_names())
     base = raw.get("base") or {}
@@ -89,11 +97,13 @@ def load_spec(path: str | Path) -> SweepSpec:
     _need(isinstance(base, dict), p, "'base' must map Config fields to values")
     _need(isinstance(grid, dict) and grid, p, "'grid' must map at least one Config field to a list of values")
     for section, keys in (("base", base), ("grid", grid)):
-        bad = sorted(set(keys) - fields)
+        bad = sorted(map(str, set(keys) - fields))
         _need(not bad, p, f"unknown field(s) in {section}: {', '.join(bad)}; valid fields: {', '.join(Config.field_names())}")
     for name, values in grid.items():
         _need(isinstance(values, list) and values, p, f"grid.{name} must be a non-empty list of values")
-        _need(len({json.dumps(v) for v in values}) == len(values), p, f"grid.{name} repeats a value")
+        encoded = [_json_value(v) for v in values]
+        _need(None not in encoded, p, f"grid.{name} holds a value that is not a number, string or list: {values!r:.80}")
+        _need(len(set(encoded)) == len(values), p, f"grid.{name} repeats a value")
     _need(not set(base) & set(grid), p, f"field(s) both fixed and searched: {', '.join(sorted(set(base) & set(grid)))}")
     refine = raw.get("refine") or {}
     trial = raw.get("trial") or {}

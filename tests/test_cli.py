@@ -85,7 +85,7 @@ def test_predict_classifies_png_digits(trained, capsys, tmp_path, mnist_dir):
         (["train", "--dropout", "0.5", "0.5"], "one dropout per hidden layer"),
         (["train", "--epochs", "0"], "epochs must be >= 1"),
         (["train", "--threads", "0"], "must be >= 1"),
-        (["train", "--config", "/no/such/file.json"], "cannot read config file"),
+        (["train", "--config", "/no/such/file.json"], "config file /no/such/file.json not found"),
         (["train", "--device", "tpu"], "unknown device"),
         (["train", "--precision", "fp16"], "invalid choice: 'fp16'"),
         (["train", "--seeds", "0", "0"], "distinct integers"),

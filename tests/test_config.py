@@ -26,7 +26,7 @@ def test_defaults_are_the_reference_experiment():
         ({"dropout": (0.4, 0.3, 1.0)}, r"dropout must be in \[0, 1\)"),
         ({"dropout": (0.4, -0.1, 0.3)}, r"dropout must be in \[0, 1\)"),
         ({"dropout": (0.4, 0.3)}, "one dropout per hidden layer"),
-        ({"hidden": (512, 0, 128)}, "hidden widths must be >= 1"),
+        ({"hidden": (512, 0, 128)}, r"hidden widths must be in \[1, 2\*\*31 - 1\]"),
         ({"epochs": 0}, "epochs must be >= 1"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"lr_factor": 1.0}, "lr_factor must be in"),
@@ -34,8 +34,11 @@ def test_defaults_are_the_reference_experiment():
         ({"lr_patience": -1}, "lr_patience must be >= 0"),
         ({"val_size": 5}, "val_size must be in"),
         ({"val_size": 60000}, "val_size must be in"),
-        ({"seed": -1}, "seed must be >= 0"),
-        ({"split_seed": -1}, "split_seed must be >= 0"),
+        ({"seed": -1}, r"seed must be in \[0, 2\*\*63 - 1\]"),
+        ({"seed": 2**63}, r"seed must be in \[0, 2\*\*63 - 1\]"),
+        ({"split_seed": -1}, "split_seed must be in"),
+        ({"hidden": (2**31,), "dropout": (0.0,)}, "hidden widths must be in"),
+        ({"lr": 10**400}, "lr must be a finite number"),
         ({"epochs": 2.5}, "epochs must be an integer"),
         ({"epochs": True}, "epochs must be an integer"),
         ({"lr": "fast"}, "lr must be a number"),
@@ -74,7 +77,7 @@ def test_no_hidden_layer_is_allowed():
 
 
 def test_bad_config_files_name_the_file(tmp_path):
-    with pytest.raises(UserError, match="cannot read config file"):
+    with pytest.raises(UserError, match="config file .*missing.json not found"):
         Config.load(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(UserError, match="bad.json"):
