@@ -66,7 +66,10 @@ def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
     size = math.prod(shape)  # exact: numpy's int64 product would wrap for dimensions near 2**32
     if len(raw) != header + size:
         raise UserError(f"{name}: expected {header + size} bytes for shape {shape}, found {len(raw)} (truncated or corrupt)")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    try:
+        return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    except ValueError:  # an empty array whose other dimensions multiply past numpy's limit (found by tests/test_fuzz.py)
+        raise UserError(f"{name}: IDX shape {shape} is too large to represent") from None
 
 
 def idx_size(shape: tuple[int, ...]) -> int:

@@ -60,8 +60,9 @@ def read_yaml(path: str | Path, what: str) -> Any:
         return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
     except RecursionError:
         raise UserError(f"{what} {path}: cannot read YAML (nested too deeply)") from None
-    except (yaml.YAMLError, ValueError, TypeError) as e:
-        # TypeError: a safe tag applied to the wrong node kind, e.g. `!!set 5`
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError) as e:
+        # TypeError: a safe tag on the wrong node kind (`!!set 5`); AttributeError: PyYAML 6.0's
+        # timestamp constructor on an explicit `!!timestamp` that is not one (a bug found by tests/test_fuzz.py)
         raise UserError(f"{what} {path}: cannot read YAML ({_one_line(e)})") from None
 
 

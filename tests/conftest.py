@@ -3,12 +3,17 @@ with the message a user would get, when the data is not there; they never skip."
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import gzip
 import hashlib
+import os
+import resource
 import struct
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from mnist_lib import Config
 from mnist_lib.data import data_dir, ensure_files
@@ -51,3 +56,42 @@ def write_idx(path, arr: np.ndarray, compress: bool = False) -> str:
     else:
         path.write_bytes(raw)
     return hashlib.md5(raw).hexdigest()
+
+
+# --- property-based fuzzing (tests/test_fuzz.py) -------------------------------------------------
+# "ci" (the default, part of make test): a fixed number of examples from a fixed seed, so a run is
+# reproducible and bounded; HYPOTHESIS_PROFILE=deep for a long randomized hunt.
+
+settings.register_profile(
+    "ci", max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("deep", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+FUZZ_EXAMPLES: collections.Counter = collections.Counter()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FUZZ_EXAMPLES:
+        tried = ", ".join(f"{name} {n}" for name, n in sorted(FUZZ_EXAMPLES.items()))
+        terminalreporter.write_line(f"fuzz examples tried: {tried} ({sum(FUZZ_EXAMPLES.values())} in all)")
+
+
+def _vm_data() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmData in /proc/self/status")
+
+
+@contextlib.contextmanager
+def memory_cap(extra: int):
+    """Let the code inside allocate at most `extra` more bytes (RLIMIT_DATA): a larger allocation fails with an error."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    cap = _vm_data() + extra
+    resource.setrlimit(resource.RLIMIT_DATA, (min(cap, hard) if hard != resource.RLIM_INFINITY else cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))

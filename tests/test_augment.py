@@ -152,3 +152,46 @@ def test_smoothing_matrix_equals_reflect_padded_convolution():
     pad = len(k) // 2
     conv = torch.nn.functional.conv1d(torch.nn.functional.pad(f.unsqueeze(1), (pad, pad), mode="reflect"), k.view(1, 1, -1)).squeeze(1)
     torch.testing.assert_close(f @ smoothing_matrix(3.0).t(), conv)
+
+
+@pytest.mark.parametrize("field", ["aug_rotate", "aug_scale", "aug_shear", "aug_translate", "aug_elastic_alpha"])
+def test_each_distortion_alone_turns_augmentation_on(field):
+    aug = Augment.from_config(Config(**{field: 0.2}), background=BG)
+    assert aug is not None and aug.active
+    torch.manual_seed(0)
+    assert not torch.equal(aug(digits()), digits())  # and it changes the images
+
+
+def square(side=8):
+    """A centred side x side white square on background 0, as (1, 1, 28, 28)."""
+    x = torch.zeros(1, 1, SIDE, SIDE)
+    lo = (SIDE - side) // 2
+    x[..., lo : lo + side, lo : lo + side] = 1.0
+    return x
+
+
+def warp(aug, u, x):
+    theta = aug._affine(1, "cpu", u)
+    grid = torch.nn.functional.affine_grid(theta, [1, 1, SIDE, SIDE], align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, align_corners=False)
+
+
+@pytest.mark.parametrize("draw, side", [(1.0, 12), (-1.0, 4)])
+def test_zoom_direction_larger_draws_enlarge_the_digit(draw, side):
+    u = torch.zeros(5, 1)
+    u[2] = draw  # zoom 1 + draw * scale: 1.5 enlarges the 8-pixel square to 12, 0.5 shrinks it to 4
+    out = warp(Augment(scale=0.5), u, square(8))
+    assert float(out.sum()) == pytest.approx(side * side, rel=0.02)  # ink area: 144 or 16, where inverted would give 16 or 144
+
+
+def test_shear_direction_moves_lower_rows_left():
+    """Shear +45 degrees: output (x, y) samples input (x + y, y), so a vertical bar leans like '/' (row r shifts by 13.5 - r)."""
+    x = torch.zeros(1, 1, SIDE, SIDE)
+    x[..., :, 14] = 1.0  # a vertical bar in column 14
+    u = torch.zeros(5, 1)
+    u[1] = 1.0
+    out = warp(Augment(shear=45), u, x)[0, 0]
+    cols = torch.arange(SIDE, dtype=torch.float32)
+    for r in (4, 10, 17, 23):  # rows away from the edges, where the bar is still inside the frame
+        centre = float((out[r] * cols).sum() / out[r].sum())
+        assert centre == pytest.approx(14 + (13.5 - r), abs=0.05)

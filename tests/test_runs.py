@@ -225,3 +225,22 @@ def test_loaded_model_holds_the_files_weights_in_eval_mode(model_file):
     assert not model.training and all(p.device.type == "cpu" and p.requires_grad for p in model.parameters())
     stored = safetensors.torch.load_file(str(model_file))
     assert all(torch.equal(v, stored[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("status", ["failed", "diverged", "interrupted", "running"])
+def test_evaluate_refuses_a_run_that_did_not_complete(run, tmp_path, status, monkeypatch):
+    """Choice: refuse (not evaluate and record the status): a test number must come from a finished run's best weights."""
+    import shutil
+
+    from mnist_lib import evaluate_run
+
+    (run_dir, _, _), _ = run
+    copy = tmp_path / "r"
+    shutil.copytree(run_dir, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    (copy / "summary.json").write_text(json.dumps({**summary, "status": status}))
+    reads = []
+    monkeypatch.setattr("mnist_lib.experiment.load_test", lambda *a, **k: reads.append(a))
+    with pytest.raises(UserError, match=f"has status '{status}'; only completed runs are evaluated"):
+        evaluate_run(copy, device="cpu")
+    assert reads == [] and "test_acc" not in json.loads((copy / "summary.json").read_text())

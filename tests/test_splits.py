@@ -84,3 +84,19 @@ def test_training_code_never_reads_the_test_set(mnist_dir, monkeypatch):
     monkeypatch.setattr(data_mod, "_read_split_cached", guarded)
     data = prepare_data(Config(), mnist_dir, max_train_samples=500)
     train(Config(epochs=1, hidden=(16,), dropout=(0.0,)), data, device="cpu", progress=False)
+
+
+def test_default_split_is_pinned(labels):
+    """Every committed run record carries split hash ab5f73b9cb3f: a change to the split must not pass unnoticed."""
+    _, val = stratified_split(labels, Config().val_size, Config().split_seed)
+    assert split_hash(val) == "ab5f73b9cb3f"
+    # class c has n_c * 6000 / 60000 validation examples, rounded down, plus one for the 4 largest
+    # remainders (9: .9, 2: .8, 6: .8, 7: .5); not the 4 biggest classes (1, 7, 3, 2)
+    assert torch.bincount(labels[val], minlength=10).tolist() == [592, 674, 596, 613, 584, 542, 592, 627, 585, 595]
+
+
+def test_largest_remainders_get_the_extra_examples():
+    # class sizes 10, 30, 27, 33 of 100; 10 to validation: exact shares 1.0, 3.0, 2.7, 3.3
+    y = torch.tensor([0] * 10 + [1] * 30 + [2] * 27 + [3] * 33)
+    _, val = stratified_split(y, 10, seed=0)
+    assert torch.bincount(y[val], minlength=4).tolist() == [1, 3, 3, 3]  # the one extra goes to class 2 (.7), not class 3 (biggest)

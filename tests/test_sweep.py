@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -192,3 +193,72 @@ def test_refinement_trials_beyond_the_budget_give_way():
     assert [over_budget(t, 2) for t in racing] == [False, True]
     assert [over_budget(t, 3) for t in racing] == [False, False]
     assert not over_budget(first, 1)
+
+
+# --- the default executor, the best pick, the lock, --overwrite and --recover ------------------
+
+
+def test_papermill_sweep_picks_the_best_trial_by_validation(sweep_env):
+    """Two trials through the default executor (02_train.ipynb under papermill): lr 1e-7 barely moves, lr 3e-3 learns."""
+    path = write_sweep(sweep_env / "pm.yaml", name="pm", workers=2, base=TINY_BASE, grid={"lr": [1e-7, 3e-3]},
+                       trial={"max_train_samples": 2000})  # fmt: skip
+    proc = run_cli("sweep", str(path))
+    assert proc.returncode == 0, proc.stderr
+    out = sweep_env / "results" / "sweeps" / "pm"
+    t = trials(sweep_env, "pm")
+    assert len(t) == 2 and (t["status"] == "completed").all()
+    assert {p.name for p in (out / "notebooks").iterdir()} == {"grid-0000.ipynb", "grid-0001.ipynb"}  # each trial's executed notebook
+    best_lr = t.loc[t["best_val_acc"].idxmax(), "lr"]  # independent of sweep_report
+    assert best_lr == 3e-3 and t["best_val_acc"].max() > t["best_val_acc"].min() + 0.3
+    assert '"lr": 0.003' in (out / "best_config.json").read_text()
+    import json
+
+    assert json.loads((out / "best.json").read_text())["best_val_acc"] == t["best_val_acc"].max()
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused_then_overwrite_starts_afresh(sweep_env, monkeypatch):
+    import fcntl
+
+    from mnist_lib.sweep import run_sweep
+
+    monkeypatch.setattr("mnist_lib.sweep.RESULTS_DIR", sweep_env / "results")  # paths are read at import; this process's too
+
+    common = {"name": "ow", "workers": 1, "base": TINY_BASE, "trial": {"executor": "library", "max_train_samples": 500}}
+    first = write_sweep(sweep_env / "ow.yaml", grid={"lr": [1e-3]}, **common)
+    assert run_cli("sweep", str(first)).returncode == 0
+    out = sweep_env / "results" / "sweeps" / "ow"
+    with open(out / ".lock", "w") as held:  # a sweep that is running holds this lock
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError, match=f"another sweep is running on {out}"):
+            run_sweep(load_spec(first))
+        proc = run_cli("sweep", str(first), "--overwrite", timeout=60)
+        assert proc.returncode == 2 and "another sweep is running" in proc.stderr  # --overwrite does not break a held lock
+    second = write_sweep(sweep_env / "ow.yaml", grid={"lr": [2e-3, 4e-3]}, **common)
+    resumed = run_cli("sweep", str(second))  # without --overwrite the old study's trials stay
+    assert resumed.returncode == 0 and sorted(trials(sweep_env, "ow")["lr"]) == [1e-3]
+    proc = run_cli("sweep", str(second), "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(trials(sweep_env, "ow")["lr"]) == [2e-3, 4e-3]  # the earlier trial is gone
+
+
+def test_recover_requeues_a_trial_left_running_on_shared_storage(sweep_env):
+    """With a database URL the coordinator cannot tell a dead worker from a live one: only --recover re-queues."""
+    from mnist_lib.sweep import GRID, _suggest, open_study
+
+    db = sweep_env / "shared.db"
+    path = write_sweep(sweep_env / "rc.yaml", name="rc", workers=1, base=TINY_BASE, grid={"lr": [1e-3, 2e-3, 3e-3]},
+                       trial={"executor": "library", "max_train_samples": 500}, storage=f"sqlite:///{db}")  # fmt: skip
+    spec = load_spec(path)
+    study = open_study(spec, GRID)
+    for point in spec.grid_points():
+        study.enqueue_trial({k: json.dumps(v) for k, v in point.items()})
+    killed = study.ask()  # a worker on another machine claimed a point, then died
+    _suggest(killed, spec, GRID, {})
+    proc = run_cli("sweep", str(path))
+    assert proc.returncode == 0, proc.stderr
+    t = trials(sweep_env, "rc")
+    assert sorted(t["status"]) == ["completed", "completed", "running"]  # left alone: it might still be alive
+    proc = run_cli("sweep", str(path), "--recover")
+    assert proc.returncode == 0, proc.stderr
+    t = trials(sweep_env, "rc")
+    assert (t["status"] == "completed").all() and sorted(t["lr"]) == [1e-3, 2e-3, 3e-3]  # each point once, none lost

@@ -1,5 +1,6 @@
 """The training loop on real data: it learns, it is reproducible, it stops on divergence."""
 
+import importlib
 import math
 
 import pytest
@@ -71,3 +72,59 @@ def test_non_finite_loss_stops_the_run_as_diverged(small_data):
 def test_device_selection():
     assert select_device("auto").type in ("cuda", "mps", "cpu")
     assert select_device("cpu") == torch.device("cpu")
+
+
+def test_the_best_epochs_weights_are_kept_when_it_is_not_the_last(small_data, monkeypatch):
+    """Validation accuracy scripted to peak at epoch 2 of 4: the model must end with epoch 2's weights."""
+    train_mod = importlib.import_module("mnist_lib.train")  # the package exports a function of the same name
+
+    scripted = iter([0.50, 0.90, 0.70, 0.80])
+    snapshots = []
+
+    def fake_evaluate(model, x, y):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"loss": 1.0, "acc": next(scripted)}
+
+    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    result = train(QUICK.replace(epochs=4), small_data, device="cpu", threads=2, progress=False)
+    assert result.best_epoch == 2 and result.best_val_acc == 0.90 and result.final_val_acc == 0.80
+    final = result.model.state_dict()
+    assert all(torch.equal(final[k], snapshots[1][k]) for k in final)  # epoch 2's weights
+    assert not all(torch.equal(final[k], snapshots[3][k]) for k in final)  # not the last epoch's
+
+
+def test_ctrl_c_ends_the_run_as_interrupted_with_the_best_weights(small_data, monkeypatch):
+    train_mod = importlib.import_module("mnist_lib.train")  # the package exports a function of the same name
+
+    real, calls = train_mod.train_epoch, []
+
+    def interrupted_in_epoch_3(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(train_mod, "train_epoch", interrupted_in_epoch_3)
+    result = train(QUICK.replace(epochs=5), small_data, device="cpu", threads=2, progress=False)
+    assert result.status == "interrupted" and [r["epoch"] for r in result.history] == [1, 2]
+    assert evaluate(result.model, small_data.x_val, small_data.y_val)["acc"] == pytest.approx(result.best_val_acc)
+
+
+def test_bf16_precision_really_runs_in_bf16(small_data, monkeypatch):
+    """The same seed in fp32 and bf16: the step's dtype is bfloat16, its matmuls see bf16 operands, and the metrics differ."""
+    from mnist_lib.model import MLP
+    from mnist_lib.train import build_step
+
+    cfg = QUICK.replace(precision="bf16")
+    step, _ = build_step(MLP.from_config(cfg), cfg, small_data, torch.device("cpu"))
+    assert step.dtype == torch.bfloat16
+    seen = []
+    real_addmm = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: seen.append(a[1].dtype) or real_addmm(*a, **k))
+    step(small_data.x_train[:64], small_data.y_train[:64])
+    monkeypatch.undo()
+    assert seen and set(seen) == {torch.bfloat16}
+    fp32 = train(QUICK.replace(epochs=1), small_data, device="cpu", threads=2, progress=False)
+    bf16 = train(cfg.replace(epochs=1), small_data, device="cpu", threads=2, progress=False)
+    assert fp32.history[0]["train_loss"] != bf16.history[0]["train_loss"]
+    assert bf16.best_val_acc > 0.85  # and it still learns
