@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision results ablations clean
+.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision results ablations mutate fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -38,12 +38,21 @@ test-notebooks: setup ## nbval over the executed notebooks in results/notebooks/
 	status=$$?; rm -rf $$scratch; exit $$status
 
 lint: setup ## ruff check and format check
-	$(VENV)/bin/ruff check mnist_lib tests benchmarks
-	$(VENV)/bin/ruff format --check mnist_lib tests benchmarks
+	$(VENV)/bin/ruff check mnist_lib tests benchmarks tools
+	$(VENV)/bin/ruff format --check mnist_lib tests benchmarks tools
 
 format: setup ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix mnist_lib tests benchmarks
-	$(VENV)/bin/ruff format mnist_lib tests benchmarks
+	$(VENV)/bin/ruff check --fix mnist_lib tests benchmarks tools
+	$(VENV)/bin/ruff format mnist_lib tests benchmarks tools
+
+fuzz: setup ## the fuzz tests with a long randomized hunt (5000 examples per parser, ~3 min) instead of make test's fixed 150
+	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py
+
+# mutmut copies the package and tests into mutants/ and runs, for each mutant, the tests that reach the mutated
+# function ([tool.mutmut] in pyproject.toml lists the core modules and the test files); results are cached there
+mutate: setup ## mutation testing of the core modules (mutmut, ~1 h on 2 cores), score and survivors into results/mutation/
+	$(VENV)/bin/mutmut run
+	$(PY) tools/mutation_report.py --out results/mutation
 
 data: setup ## verify (or download) MNIST and print the split
 	$(PY) -m mnist_lib data

@@ -100,3 +100,40 @@ def test_largest_remainders_get_the_extra_examples():
     y = torch.tensor([0] * 10 + [1] * 30 + [2] * 27 + [3] * 33)
     _, val = stratified_split(y, 10, seed=0)
     assert torch.bincount(y[val], minlength=4).tolist() == [1, 3, 3, 3]  # the one extra goes to class 2 (.7), not class 3 (biggest)
+
+
+def test_one_validation_example_is_allowed_and_the_bounds_are_named():
+    y = torch.tensor([0] * 7 + [1] * 5 + [2] * 3)
+    train, val = stratified_split(y, 1, seed=0)
+    assert len(val) == 1 and len(train) == 14
+    for bad in (0, 15):
+        with pytest.raises(UserError, match=f"val_size must be between 1 and 14, got {bad}"):
+            stratified_split(y, bad, seed=0)
+
+
+def test_tied_remainders_go_to_the_lower_class_index():
+    y = torch.tensor([0] * 5 + [1] * 5 + [2] * 5)  # 4 of 15: 1.33 each, one extra, all remainders tied
+    _, val = stratified_split(y, 4, seed=0)
+    assert torch.bincount(y[val], minlength=3).tolist() == [2, 1, 1]
+
+
+def test_data_to_moves_every_tensor_and_keeps_the_rest(small_data):
+    moved = small_data.to("meta")
+    assert all(getattr(moved, k).device.type == "meta" for k in ("x_train", "y_train", "x_val", "y_val"))
+    assert moved.train_idx is small_data.train_idx and moved.val_idx is small_data.val_idx
+    assert (moved.mean, moved.std, moved.split_hash) == (small_data.mean, small_data.std, small_data.split_hash)
+
+
+def test_an_explicit_data_dir_wins_over_the_environment(mnist_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("MNIST_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("MNIST_MIRRORS", "http://127.0.0.1:9/")  # and nothing can be downloaded there
+    data = prepare_data(Config(), mnist_dir, max_train_samples=1)
+    assert len(data.y_train) == 1 and len(data.y_val) == 6000
+    _, val = stratified_split(read_split("train", mnist_dir)[1], 6000, 0)
+    assert torch.equal(data.val_idx, val) and data.split_hash == split_hash(val)
+    from mnist_lib.splits import load_test
+
+    x, y = load_test(data.mean, data.std, mnist_dir)
+    assert x.shape == (10000, 784) and len(y) == 10000
+    with pytest.raises(UserError, match="max_train_samples must be >= 1, got 0"):
+        prepare_data(Config(), mnist_dir, max_train_samples=0)
