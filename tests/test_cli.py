@@ -162,3 +162,25 @@ def test_data_command_prints_split(capsys, mnist_dir):
     code, out, _ = run_cli(capsys, "data", "--data-dir", str(mnist_dir), "--no-download")
     assert code == 0
     assert "train 54000, validation 6000, test 10000" in out
+
+
+def test_ctrl_c_keeps_the_record_marked_interrupted_and_exits_130(tmp_path, capsys, mnist_dir, monkeypatch):
+    import importlib
+
+    train_mod = importlib.import_module("mnist_lib.train")
+    real, calls = train_mod.train_epoch, []
+
+    def ctrl_c_in_epoch_2(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(train_mod, "train_epoch", ctrl_c_in_epoch_2)
+    code, out, err = run_cli(capsys, "train", "--epochs", "3", "--max-train-samples", "500", "--hidden", "16", "--dropout", "0",
+                             "--run-dir", str(tmp_path / "r"), "--quiet", "--device", "cpu")  # fmt: skip
+    assert code == 130 and err.strip() == "mnist-lib: interrupted" and out.startswith("interrupted: ")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_run"] == 1 and (tmp_path / "r" / "model.safetensors").is_file()
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "r"))
+    assert code == 2 and "has status 'interrupted'" in err
