@@ -159,7 +159,7 @@ def test_each_distortion_alone_turns_augmentation_on(field):
     aug = Augment.from_config(Config(**{field: 0.2}), background=BG)
     assert aug is not None and aug.active
     torch.manual_seed(0)
-    assert not torch.equal(aug(digits()), digits())  # and it changes the images
+    assert (aug(digits()) - digits()).abs().max() > 0.05  # and it moves ink, beyond rounding
 
 
 def square(side=8):
@@ -195,3 +195,50 @@ def test_shear_direction_moves_lower_rows_left():
     for r in (4, 10, 17, 23):  # rows away from the edges, where the bar is still inside the frame
         centre = float((out[r] * cols).sum() / out[r].sum())
         assert centre == pytest.approx(14 + (13.5 - r), abs=0.05)
+
+
+def test_the_draws_span_the_whole_range_in_both_directions():
+    torch.manual_seed(0)
+    theta = Augment(rotate=30)._affine(2000, "cpu")
+    angle = torch.rad2deg(torch.atan2(theta[:, 1, 0], theta[:, 0, 0]))  # rotation only: theta = [[cos, -sin], [sin, cos]]
+    assert angle.min() < -28 and angle.max() > 28 and angle.abs().max() <= 30 + 1e-4
+    assert abs(float(angle.mean())) < 2  # symmetric
+    shift = Augment(translate=3)._affine(2000, "cpu")[:, :, 2] * SIDE / 2  # pixels
+    assert shift.min() < -2.8 and shift.max() > 2.8 and shift.abs().max() <= 3 + 1e-4
+
+
+def test_a_full_turn_through_the_call_is_rot90_with_background_fill(monkeypatch):
+    """Augment.__call__ end to end, its random draws fixed at +1: rotate 90 is rot90, shift (+2, +2) leaves background behind."""
+    import mnist_lib.augment as augment
+
+    monkeypatch.setattr(augment.torch, "rand", lambda *shape, **kw: torch.ones(*shape))
+    x = digits(3)
+    out = Augment(rotate=90, background=BG)(x)
+    expected = torch.rot90(x.view(3, SIDE, SIDE), 1, dims=(-2, -1)).reshape(3, -1)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    shifted = Augment(translate=2, background=BG)(x).view(3, SIDE, SIDE)  # +2 pixels on both axes
+    expected = torch.full_like(shifted, BG)
+    expected[:, :-2, :-2] = x.view(3, SIDE, SIDE)[:, 2:, 2:]
+    torch.testing.assert_close(shifted, expected, atol=1e-5, rtol=0)
+
+
+def test_augmented_versions_shows_each_image_then_n_seeded_draws():
+    from mnist_lib.augment import augmented_versions
+
+    images = (digits(2) - BG).clamp(0, 1).view(2, SIDE, SIDE)  # raw [0, 1] pixels, background 0
+    aug = Augment(rotate=15, elastic_alpha=2)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    out = augmented_versions(images, aug, n=3, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is untouched
+    assert out.shape == (2, 4, SIDE, SIDE)
+    assert torch.equal(out[:, 0], images)  # first the original
+    assert all((out[i, j] - images[i]).abs().max() > 0.05 for i in range(2) for j in range(1, 4))  # then 3 different draws
+    assert not torch.equal(out[0, 1], out[0, 2])
+    assert torch.equal(out, augmented_versions(images, aug, n=3, seed=7))
+    assert not torch.equal(out, augmented_versions(images, aug, n=3, seed=8))
+
+
+def test_kernel_radius_is_two_sigma_clipped_to_1_and_13():
+    assert [len(gaussian_kernel(s)) for s in (0.2, 1.0, 2.6, 6.5, 8.0)] == [3, 5, 13, 27, 27]
+    assert gaussian_kernel(1.0).dtype == torch.float32

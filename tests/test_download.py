@@ -112,3 +112,32 @@ def test_missing_data_and_failed_download_give_one_clear_message(tmp_path, monke
     assert all(name in msg for name in FILES)
     assert "\n" not in msg
     assert missing_message(tmp_path, "x").count("\n") == 0
+
+
+def test_each_failed_mirror_is_named_with_its_reason(tmp_path, serve):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    url = serve(empty)
+    with pytest.raises(UserError) as err:
+        download(LABELS, tmp_path / "a" / "b", [url], progress=False)  # nested folders are created
+    assert f"{url}{LABELS}.gz: File not found" in str(err.value)  # the HTTP reason, not the exception's repr
+    assert (tmp_path / "a" / "b").is_dir()
+    with pytest.raises(UserError, match="download failed \\(no mirrors configured\\)"):
+        download(LABELS, tmp_path / "c", [], progress=False)
+
+
+def test_mirrors_from_the_environment_are_trimmed_and_end_in_a_slash(monkeypatch):
+    from mnist_lib.data import MIRRORS, mirrors
+
+    monkeypatch.setenv(MIRRORS_ENV, " http://a/x, ,http://b/y/ ")
+    assert mirrors() == ["http://a/x/", "http://b/y/"]
+    monkeypatch.delenv(MIRRORS_ENV)
+    assert mirrors() == list(MIRRORS)
+
+
+def test_missing_files_without_download_name_the_folder_and_files(tmp_path):
+    with pytest.raises(UserError) as err:
+        ensure_files(tmp_path, allow_download=False)
+    msg = str(err.value)
+    assert msg.startswith(f"MNIST data not found in {tmp_path} and the download failed (download disabled).")
+    assert ", ".join(FILES) in msg

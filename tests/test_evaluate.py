@@ -65,3 +65,29 @@ def test_classification_report_on_a_known_linear_model():
     assert len(r.misclassified) == 2
     expected_loss = torch.nn.functional.cross_entropy(model(x), y).item()
     assert r.loss == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_per_class_metrics_with_single_predictions_and_low_scores():
+    # class 0: 1 predicted (right); class 1: 4 true, 1 found, 4 predicted; class 2: never true or predicted
+    y = torch.tensor([0, 1, 1, 1, 1, 3, 3, 3])
+    p = torch.tensor([0, 1, 3, 3, 3, 1, 1, 1])
+    df = per_class_metrics(confusion_matrix(y, p, n_classes=4))
+    assert df.loc[0, "precision"] == 1.0 and df.loc[0, "recall"] == 1.0 and df.loc[0, "f1"] == 1.0
+    # class 1: precision 1/4, recall 1/4, so precision + recall = 0.5 < 1
+    assert df.loc[1, "precision"] == pytest.approx(0.25) and df.loc[1, "f1"] == pytest.approx(0.25)
+    assert (df.loc[2, "precision"], df.loc[2, "recall"], df.loc[2, "f1"]) == (0.0, 0.0, 0.0)
+    assert df.loc[3, "f1"] == 0.0 and df.loc[3, "support"] == 3
+
+
+def test_misclassified_frame_has_exactly_its_columns_and_keeps_ties_in_order():
+    probs = torch.tensor([[0.3, 0.7], [0.3, 0.7], [0.9, 0.1], [0.3, 0.7]])
+    df = misclassified(probs, torch.tensor([0, 0, 1, 0]))
+    assert list(df.columns) == ["index", "true", "pred", "confidence"] and list(df.index) == [0, 1, 2, 3]
+    assert df["index"].tolist() == [2, 0, 1, 3]  # 0.9 first, then the three 0.7 ties in their original order
+
+
+def test_report_probabilities_are_the_softmax_of_the_logits():
+    model = torch.nn.Linear(4, 10)
+    x = torch.randn(6, 4)
+    r = classification_report(model, x, torch.zeros(6, dtype=torch.long))
+    torch.testing.assert_close(r.probs, model(x).softmax(1).detach())

@@ -93,3 +93,38 @@ def test_a_gzip_that_inflates_past_the_expected_size_stops_early(tmp_path):
     (tmp_path / "x.gz").write_bytes(gzip.compress(raw + bytes(50 * 2**20)))  # 50 MB of zeros in 50 kB
     with pytest.raises(UserError, match="more than the 1584 bytes"):
         load_idx(tmp_path / "x.gz", "x", (2051, (2, 28, 28), "0" * 32))
+
+
+def test_header_edge_cases_are_exact():
+    assert parse_idx(b"\x00\x00\x08\x00\x07").tolist() == 7  # rank 0: one entry
+    with pytest.raises(UserError, match=r"expected 5 bytes for shape \(\), found 4"):
+        parse_idx(b"\x00\x00\x08\x00")
+    empty = parse_idx(b"\x00\x00\x08\x01\x00\x00\x00\x00")  # exactly a header, for a shape with no entries
+    assert empty.shape == (0,)
+    with pytest.raises(UserError, match=r"x\.idx: expected 1584 bytes for shape \(2, 28, 28\), found 1583"):
+        parse_idx(idx_bytes(np.zeros((2, 28, 28), dtype=np.uint8))[:-1], "x.idx")
+
+
+def test_file_errors_name_the_file(tmp_path):
+    raw = idx_bytes(np.zeros((2, 28, 28), dtype=np.uint8))
+    md5 = write_idx(tmp_path / "x", np.zeros((2, 28, 28), dtype=np.uint8))
+    with pytest.raises(UserError, match=r"x: IDX magic 2051, expected 2049"):
+        load_idx(tmp_path / "x", "x", (2049, (2, 28, 28), md5))
+    import hashlib
+
+    (tmp_path / "short").write_bytes(raw[:-5])  # its own MD5 registered: the length check must still name the file
+    with pytest.raises(UserError, match=f"{tmp_path / 'short'}: expected 1584 bytes"):
+        load_idx(tmp_path / "short", "x", (2051, (2, 28, 28), hashlib.md5(raw[:-5]).hexdigest()))
+
+
+def test_a_gzip_bomb_is_never_inflated_in_memory(tmp_path):
+    """300 MB of zeros in a 300 kB gzip: reading must stop at the expected size, well under a 64 MB allocation cap."""
+    import zlib
+
+    from conftest import memory_cap
+
+    z = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip container
+    chunk = bytes(2**20)
+    (tmp_path / "x.gz").write_bytes(b"".join(z.compress(chunk) for _ in range(300)) + z.flush())
+    with memory_cap(64 * 2**20), pytest.raises(UserError, match="more than the 1584 bytes"):
+        load_idx(tmp_path / "x.gz", "x", (2051, (2, 28, 28), "0" * 32))

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -244,3 +245,90 @@ def test_evaluate_refuses_a_run_that_did_not_complete(run, tmp_path, status, mon
     with pytest.raises(UserError, match=f"has status '{status}'; only completed runs are evaluated"):
         evaluate_run(copy, device="cpu")
     assert reads == [] and "test_acc" not in json.loads((copy / "summary.json").read_text())
+
+
+def test_atomic_write_uses_a_hidden_temporary_beside_the_target(tmp_path, monkeypatch):
+    import os
+
+    renames = []
+    real = os.replace
+    monkeypatch.setattr("os.replace", lambda src, dst: renames.append((src, dst)) or real(src, dst))
+    atomic_write(tmp_path / "a" / "b" / "f.txt", "x")  # missing folders are created
+    ((src, dst),) = renames
+    src = Path(src)
+    assert src.parent == tmp_path / "a" / "b" and src.name.startswith(".f.txt.") and src.name.endswith(".tmp")
+    assert Path(dst).read_text() == "x" and not src.exists()
+
+
+def test_json_and_csv_records_are_formatted_for_diffs(tmp_path):
+    from mnist_lib.runs import write_json, write_metrics_csv
+
+    write_json(tmp_path / "s.json", {"b": 1, "a": [1, 2]})
+    assert (tmp_path / "s.json").read_text() == '{\n  "b": 1,\n  "a": [\n    1,\n    2\n  ]\n}\n'  # key order kept, indent 2
+    write_metrics_csv(
+        tmp_path / "m.csv", [dict(epoch=1, train_loss=0.5, train_acc=0.9, val_loss=0.4, val_acc=0.91, lr=1e-3, seconds=2.0, extra=0)]
+    )
+    assert (tmp_path / "m.csv").read_bytes() == b"epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n1,0.5,0.9,0.4,0.91,0.001,2.0\n"
+
+
+def test_environment_records_the_machine():
+    import platform
+    import sys
+
+    from mnist_lib.runs import environment
+
+    env = environment("cpu", 2)
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    assert env["cpu"] == model and env["threads"] == 2 and env["device"] == "cpu" and env["gpu"] is None
+    assert env["python_version"] == platform.python_version() == sys.version.split()[0]
+    assert set(env) == {"device", "threads", "cpu", "cpu_count", "gpu", "torch_version", "numpy_version", "python_version", "platform"}
+    assert env["cpu_count"] >= 1 and env["platform"] == platform.platform()
+
+
+def test_new_run_dir_names_by_timestamp_and_accepts_an_empty_folder(tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.setattr("mnist_lib.runs.RUNS_DIR", tmp_path / "runs")
+    made = new_run_dir()
+    assert made.parent == tmp_path / "runs" and re.fullmatch(r"\d{8}-\d{6}", made.name) and made.is_dir()
+    (tmp_path / "empty").mkdir()
+    assert new_run_dir(tmp_path / "empty") == tmp_path / "empty"  # an empty folder is no run to protect
+    assert new_run_dir(tmp_path / "x" / "y").is_dir()
+
+
+def test_a_new_record_says_running_until_it_ends(tmp_path):
+    from mnist_lib.runs import RunRecorder
+
+    rec = RunRecorder(tmp_path, TINY, {"params": 1})
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"status": "running", "params": 1}
+    assert (tmp_path / "metrics.csv").read_text() == "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n"
+    rec.fail("RuntimeError: boom")
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+
+
+def test_model_file_messages_say_what_is_wrong(model_file):
+    def refused(match, **kw):
+        bad = rewrite_model(model_file, model_file.with_name("bad.safetensors"), **kw)
+        with pytest.raises(UserError, match=match):
+            load_model(bad)
+
+    keep = {"net.0.weight", "net.0.bias", "net.3.weight"}  # 3 tensors for the config's 3 layers: the names decide
+    refused(r"tensors \[\] not in the config's model, \['net.3.bias', 'net.6.bias', 'net.6.weight'\] missing",
+            tensors=lambda t: {k: v for k, v in t.items() if k in keep})  # fmt: skip
+    refused(r"its config has 3 layers but the file holds 2 tensors", tensors=lambda t: {k: t[k] for k in ("net.0.weight", "net.0.bias")})
+    refused(
+        r"tensor net.0.weight is F64 \[8, 784\], its config needs F32 \[8, 784\]",
+        tensors=lambda t: {**t, "net.0.weight": t["net.0.weight"].double()},
+    )
+    refused(r"metadata mean 'x' and std '0.3081' must be numbers", mean="x")
+    refused(
+        r"metadata config: invalid config: lr must be > 0", config=json.dumps({**Config(hidden=(8, 4), dropout=(0, 0)).to_dict(), "lr": -1})
+    )
+
+
+def test_bf16_support_is_false_where_there_is_no_bf16_matmul():
+    from mnist_lib.backprop import bf16_supported
+
+    assert bf16_supported("meta") is False
+    assert bf16_supported("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
