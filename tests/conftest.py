@@ -41,6 +41,22 @@ def small_data(mnist_dir):
     return prepare_data(Config(), mnist_dir, max_train_samples=8000)
 
 
+def ctrl_c_in_epoch(monkeypatch, epoch: int) -> None:
+    """Make training raise KeyboardInterrupt (what Ctrl-C raises) at the start of `epoch`'s pass."""
+    import importlib
+
+    train_mod = importlib.import_module("mnist_lib.train")  # the package exports a function of the same name
+    real, calls = train_mod.train_epoch, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(train_mod, "train_epoch", interrupted)
+
+
 def idx_bytes(arr: np.ndarray) -> bytes:
     """Encode a uint8 array as IDX: zero, zero, type 0x08, ndim, big-endian dims, payload."""
     header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)

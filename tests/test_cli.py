@@ -165,18 +165,9 @@ def test_data_command_prints_split(capsys, mnist_dir):
 
 
 def test_ctrl_c_keeps_the_record_marked_interrupted_and_exits_130(tmp_path, capsys, mnist_dir, monkeypatch):
-    import importlib
+    from conftest import ctrl_c_in_epoch
 
-    train_mod = importlib.import_module("mnist_lib.train")
-    real, calls = train_mod.train_epoch, []
-
-    def ctrl_c_in_epoch_2(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_mod, "train_epoch", ctrl_c_in_epoch_2)
+    ctrl_c_in_epoch(monkeypatch, 2)
     code, out, err = run_cli(capsys, "train", "--epochs", "3", "--max-train-samples", "500", "--hidden", "16", "--dropout", "0",
                              "--run-dir", str(tmp_path / "r"), "--quiet", "--device", "cpu")  # fmt: skip
     assert code == 130 and err.strip() == "mnist-lib: interrupted" and out.startswith("interrupted: ")

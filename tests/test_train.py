@@ -94,17 +94,9 @@ def test_the_best_epochs_weights_are_kept_when_it_is_not_the_last(small_data, mo
 
 
 def test_ctrl_c_ends_the_run_as_interrupted_with_the_best_weights(small_data, monkeypatch):
-    train_mod = importlib.import_module("mnist_lib.train")  # the package exports a function of the same name
+    from conftest import ctrl_c_in_epoch
 
-    real, calls = train_mod.train_epoch, []
-
-    def interrupted_in_epoch_3(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_mod, "train_epoch", interrupted_in_epoch_3)
+    ctrl_c_in_epoch(monkeypatch, 3)
     result = train(QUICK.replace(epochs=5), small_data, device="cpu", threads=2, progress=False)
     assert result.status == "interrupted" and [r["epoch"] for r in result.history] == [1, 2]
     assert evaluate(result.model, small_data.x_val, small_data.y_val)["acc"] == pytest.approx(result.best_val_acc)
