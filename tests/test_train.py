@@ -120,3 +120,16 @@ def test_bf16_precision_really_runs_in_bf16(small_data, monkeypatch):
     bf16 = train(cfg.replace(epochs=1), small_data, device="cpu", threads=2, progress=False)
     assert fp32.history[0]["train_loss"] != bf16.history[0]["train_loss"]
     assert bf16.best_val_acc > 0.85  # and it still learns
+
+
+def test_build_step_passes_every_option_to_the_step(small_data):
+    """The config's regularisers and augmentation reach the step (the step itself is tested in test_regularisers)."""
+    from mnist_lib.model import MLP
+    from mnist_lib.train import build_step
+
+    cfg = QUICK.replace(label_smoothing=0.1, max_norm=3.0, aug_rotate=10, lr_schedule="cosine")
+    step, plateau = build_step(MLP.from_config(cfg), cfg, small_data, torch.device("cpu"))
+    assert (step.label_smoothing, step.max_norm) == (0.1, 3.0) and plateau is None and step.scheduler is not None
+    assert step.augment.rotate == 10 and step.augment.background == pytest.approx(-small_data.mean / small_data.std)
+    _, plateau = build_step(MLP.from_config(QUICK), QUICK, small_data, torch.device("cpu"))
+    assert plateau is not None

@@ -50,10 +50,15 @@ def summarize(by_name: dict[str, str]) -> dict:
         return round(caught / counted, 4) if counted else None
 
     total = sum(modules.values(), collections.Counter())
+    import torch
+
     return {
         "date": datetime.date.today().isoformat(),
         "machine": platform.processor() or platform.machine(),
         "python": platform.python_version(),
+        "torch": torch.__version__,
+        "checked": sum(n for s, n in total.items() if s != "not checked"),
+        "complete": total["not checked"] == 0,  # False: the run was stopped before every mutant was tried
         "modules": {m: {**dict(c), "score": score(c)} for m, c in sorted(modules.items())},
         "total": {**dict(total), "score": score(total)},
     }
