@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -149,7 +150,7 @@ def test_resume_after_sigkill_runs_each_point_once(sweep_env):
     while time.time() < deadline and done < 2:
         time.sleep(0.2)
         if db.exists():
-            with sqlite3.connect(db) as con:
+            with sqlite3.connect(db) as con, contextlib.suppress(sqlite3.OperationalError):  # the file exists before its tables
                 done = con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
