@@ -79,13 +79,10 @@ def idx_size(shape: tuple[int, ...]) -> int:
 
 def _read_bytes(path: Path, limit: int) -> bytes:
     """The file's (uncompressed) bytes, refusing more than `limit`: a gzip bomb stops at limit + 1 bytes."""
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                raw = f.read(limit + 1)
-        else:
-            with open(path, "rb") as f:
-                raw = f.read(limit + 1)
+        with opener(path, "rb") as f:
+            raw = f.read(limit + 1)
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise UserError(f"{path}: cannot read ({e}); delete it to re-download") from None
     if len(raw) > limit:

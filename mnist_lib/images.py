@@ -72,14 +72,14 @@ def _too_large(path: Path, w: int, h: int) -> str:
 
 def to_mnist(image: Image.Image) -> torch.Tensor:
     """A PIL image of one digit -> uint8 tensor 28 x 28, white digit on black."""
-    arr = _gray(ImageOps.exif_transpose(image))
+    upright = ImageOps.exif_transpose(image)
     try:
-        return _fit(arr)
+        return _fit(_gray(upright))
     except UserError:
-        if not _has_alpha(image):
+        if not _has_alpha(upright):
             raise
         # white strokes on a transparent background vanish on white: composite them on black instead
-        return _fit(_gray(ImageOps.exif_transpose(image), backdrop=0))
+        return _fit(_gray(upright, backdrop=0))
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -89,8 +89,7 @@ def _has_alpha(image: Image.Image) -> bool:
 def _gray(image: Image.Image, backdrop: int = 255) -> np.ndarray:
     """Luminance as float32 in [0, 255] (at most WORK_SIDE on a side); transparent pixels show `backdrop`."""
     if _has_alpha(image):
-        rgba = image.convert("RGBA") if image.mode != "RGBA" else image
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (backdrop,) * 3 + (255,)), rgba).convert("L")
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (backdrop,) * 3 + (255,)), image.convert("RGBA")).convert("L")
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         arr = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         if image.mode.startswith("I;16"):

@@ -1,7 +1,7 @@
 """Will a model fit? An up-front memory estimate, and the allocator's out-of-memory errors told apart.
 
     check_fits(Config(hidden=[100_000_000], dropout=[0.1]), torch.device("cpu"))
-    # UserError: training needs about 1.6 TB on cpu (78,500,001,010 parameters ...) but 20.1 GB is available
+    # UserError: training needs at least 5.0 TB on cpu (79,500,000,010 parameters: ...) but 24.6 GB is available; ...
 
 The estimate counts what training holds for certain: the weights, their
 gradients, Adam's two moment buffers and the best-epoch copy (5 x 4 bytes per

@@ -153,7 +153,8 @@ def check_model_file(path: str | Path) -> tuple[Config, float, float]:
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            table = {name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype()) for name in f.keys()}  # noqa: SIM118
+            slices = {name: f.get_slice(name) for name in f.keys()}  # noqa: SIM118 - a safe_open handle is not a mapping
+            table = {name: (tuple(s.get_shape()), s.get_dtype()) for name, s in slices.items()}
     except (OSError, safetensors.SafetensorError) as e:
         raise refuse(f"cannot read it as safetensors: {e}") from None
     missing = [k for k in ("config", "mean", "std") if k not in meta]
