@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from mnist_lib import MLP, Config
-from mnist_lib.backprop import DTYPES
+from mnist_lib.engine import DTYPES
 from mnist_lib.runs import atomic_write, environment
 from mnist_lib.train import build_step, set_threads, train_epoch
 

@@ -27,8 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mnist_lib import Config, prepare_data
-from mnist_lib.backprop import bf16_supported
 from mnist_lib.data import read_split
+from mnist_lib.engine import bf16_supported
 
 BATCH_SIZES = (64, 128, 256, 512, 1024)
 THREADS = (1, 2)

@@ -16,7 +16,7 @@ import statistics
 from common import emit, machine
 
 from mnist_lib import Config, prepare_data, train
-from mnist_lib.backprop import bf16_supported
+from mnist_lib.engine import bf16_supported
 from mnist_lib.train import select_device
 
 

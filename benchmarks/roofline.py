@@ -32,7 +32,7 @@ from common import emit, interleave, library_epoch, machine, paired_ratio, summa
 from epoch_speed import torchvision_style_epoch
 
 from mnist_lib import Config, prepare_data
-from mnist_lib.backprop import DTYPES, bf16_supported
+from mnist_lib.engine import DTYPES, bf16_supported
 from mnist_lib.model import MLP
 from mnist_lib.train import make_optimizer, select_device, set_threads
 

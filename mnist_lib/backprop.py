@@ -1,66 +1,48 @@
-"""The training step written out by hand: forward, backward by the chain rule, then Adam.
+"""The fast path for the plain ReLU family: forward and backward written out by hand.
 
-    step = TrainStep(model, optimizer, precision="fp32")
+    step = ReluTrainStep(model, optimizer, precision="fp32")   # model: an MLP with relu, no norm
     loss_sum, correct = step(x, y)      # one optimizer step on the batch; 0-dim tensors, no host sync
 
-It computes what `F.cross_entropy(model(x), y).backward(); optimizer.step()`
-computes, with the same dropout masks (same random draws, same order);
-tests/test_backprop.py checks its gradients against autograd. Why by hand: for a
-network this small, autograd's graph, the fresh gradient buffers it allocates every
-step (the first layer's 1.6 MB weight gradient costs twice its GEMM time when it
-lands in new memory) and the extra elementwise passes cost a large share of an epoch
-on a 2-core CPU. Here the gradients are written into buffers allocated once.
+It computes the gradients that engine.TrainStep gets from autograd, with the same
+dropout masks (same random draws, same order), and shares its update (optimizer,
+max-norm, schedule); tests/test_backprop.py checks the two against each other.
+engine.make_step picks it for activation relu and norm none, the reference's
+family, because it is faster there on the CPU (README, Performance): for a
+network this small, autograd's fresh gradient buffers every step (the first
+layer's 1.6 MB weight gradient costs more when it lands in new memory) and its
+extra elementwise passes are a large share of an epoch on a 2-core CPU. Here the
+gradients are written into buffers allocated once. Any other layer goes through
+autograd, so this is the only backward written by hand.
 
 Per hidden layer, with input h, weight W, bias b and dropout rate p:
-    forward   z = h @ W.T + b;   h' = relu(z) * keep / (1 - p)
+    forward   z = h @ W.T + b;   h' = relu(z) * keep / (1 - p)      (keep: model.keep_mask)
     backward  dW = g.T @ h;   db = g.sum(0);   g_h = (g @ W) * [h > 0] / (1 - p)
 where [h' > 0] holds exactly where the unit was kept and z > 0, so the step keeps
 no mask. The loss is the mean cross-entropy; its gradient is (softmax - onehot) / batch.
 
-Options (Config fields, all off by default): augmentation of the batch
-(augment.Augment), input dropout (a mask on the pixels
-before the first layer), label smoothing (targets (1 - e) one-hot + e / 10, so the
-gradient is softmax - targets), max-norm (each hidden unit's incoming weight row is
-scaled back to norm <= c after the Adam step), and a per-step learning-rate
-scheduler (cosine, one-cycle) stepped after Adam.
-
-precision "bf16": the matmuls and activations run in bfloat16 (as autocast would run
-them); the weights, gradients, Adam state and the loss stay in fp32.
+Everything else (augmentation, input dropout, label smoothing, max-norm, the
+optimizer and its schedule, bf16 as autocast would run it) works as in
+engine.TrainStep.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .augment import Augment
+from .engine import TrainStep
 from .model import MLP, inverted_dropout
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
+class ReluTrainStep(TrainStep):
+    """engine.TrainStep for an MLP of ReLU layers without norms, with the gradients computed by hand."""
 
-class TrainStep:
-    """One optimizer step of an MLP on a batch, without an autograd graph."""
-
-    def __init__(
-        self,
-        model: MLP,
-        optimizer: torch.optim.Optimizer,
-        precision: str = "fp32",
-        *,
-        label_smoothing: float = 0.0,
-        max_norm: float = 0.0,
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-        augment: Augment | None = None,
-    ) -> None:
+    def __init__(self, model: MLP, optimizer: torch.optim.Optimizer, precision: str = "fp32", **options) -> None:
+        if not supports(model):
+            raise ValueError("ReluTrainStep needs an MLP with relu activations and no norm layers")
+        super().__init__(model, optimizer, precision, **options)
         self.layers = model.linears()
         self.rates = model.dropout_rates()
         self.input_dropout = model.input_dropout
-        self.optimizer = optimizer
-        self.dtype = DTYPES[precision]
-        self.label_smoothing = label_smoothing
-        self.max_norm = max_norm
-        self.scheduler = scheduler
-        self.augment = augment
         for p in model.parameters():  # written in place every step, so never zeroed or reallocated
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -117,17 +99,6 @@ class TrainStep:
                     g.mul_(1.0 / (1.0 - p))
         return loss_sum, correct
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss_sum, correct = self.gradients(x, y)
-        self.optimizer.step()
-        if self.max_norm > 0:
-            with torch.no_grad():
-                for lin in self.layers[:-1]:  # hidden units' incoming weights, as Srivastava et al. 2014
-                    lin.weight.renorm_(2, 0, self.max_norm)
-        if self.scheduler is not None:
-            self.scheduler.step()
-        return loss_sum, correct
-
 
 def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     if a.dtype == out.dtype:
@@ -136,11 +107,6 @@ def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
         out.copy_(torch.mm(a, b))
 
 
-def bf16_supported(device: torch.device | str) -> bool:
-    """Whether bfloat16 matmuls run natively (CPU: AVX-512-BF16 or AMX; CUDA: Ampere or newer)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
+def supports(model: torch.nn.Module) -> bool:
+    """Whether `model` is in the family this step computes: an MLP of Linear, ReLU and Dropout layers."""
+    return isinstance(model, MLP) and model.activation == "relu" and model.norm == "none"

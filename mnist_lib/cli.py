@@ -1,6 +1,8 @@
 """Command line: python -m mnist_lib {data,train,evaluate,predict,notebooks} (also the `mnist-lib` script).
 
     python -m mnist_lib data                       # verify (or download) MNIST, show the split
+    python -m mnist_lib data --dataset fashion-mnist
+    python -m mnist_lib train --dataset fashion-mnist --optimizer sgd --momentum 0.9 --norm batch --activation gelu
     python -m mnist_lib train --epochs 5 --lr 1e-3 --name quick
     python -m mnist_lib train --config configs/mlp_aug.json --seeds 0 1 2 --name aug3   # mean ± std over seeds
     python -m mnist_lib evaluate results/runs/quick
@@ -48,7 +50,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         is_int = "int" in f.type
         extra = {"type": int if is_int else float, "metavar": "N" if is_int else "X"}
         if f.type == "str":
-            extra = {"type": str, "choices": f.metadata["choices"] or None, "metavar": "{" + ",".join(f.metadata["choices"]) + "}"}
+            choices = Config.choices(f.name)
+            extra = {"type": str, "choices": choices or None, "metavar": "{" + ",".join(choices) + "}"}
+        if f.type == "bool":
+            extra = {"action": argparse.BooleanOptionalAction}  # --nesterov / --no-nesterov
         if f.type.startswith("tuple"):
             extra["nargs"] = "*"  # --hidden 512 256 128; an empty list means no hidden layer
         default = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
@@ -70,11 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_dir_flag(sp):
         sp.add_argument(
-            "--data-dir", metavar="DIR", help="folder with the four MNIST IDX files (default: $MNIST_DATA_DIR, else data/mnist)"
+            "--data-dir",
+            metavar="DIR",
+            help="folder with the dataset's four IDX files (default: $MNIST_DATA_DIR for MNIST, else $MNIST_DATA_ROOT/DATASET, "
+            "else data/DATASET)",
         )
 
-    d = sub.add_parser("data", help="verify (or download) the data and print split sizes and class counts")
+    d = sub.add_parser("data", help="verify (or download) a dataset and print split sizes and class counts")
     data_dir_flag(d)
+    d.add_argument(
+        "--dataset", default=Config.dataset, choices=Config.choices("dataset"), help=f"registered dataset (default: {Config.dataset})"
+    )
     d.add_argument("--val-size", type=int, default=Config.val_size, help=f"validation size (default: {Config.val_size})")
     d.add_argument("--split-seed", type=int, default=Config.split_seed, help=f"split seed (default: {Config.split_seed})")
     d.add_argument("--no-download", action="store_true", help="fail instead of downloading missing files")
@@ -141,19 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_data(args) -> None:
     import torch
 
-    from .data import ensure_files, read_split
+    from .data import ensure_files, read_split, spec_of
     from .splits import stratified_split
 
-    paths = ensure_files(args.data_dir, allow_download=not args.no_download)
-    images, labels = read_split("train", args.data_dir)
-    _, test_labels = read_split("test", args.data_dir)
-    train_idx, val_idx = stratified_split(labels, Config(val_size=args.val_size).val_size, args.split_seed)
-    print(f"data: {paths['train-images-idx3-ubyte'].parent} (4 files, MD5 verified)")
+    spec = spec_of(args.dataset)
+    paths = ensure_files(args.data_dir, allow_download=not args.no_download, dataset=spec.name)
+    images, labels = read_split("train", args.data_dir, spec.name)
+    _, test_labels = read_split("test", args.data_dir, spec.name)
+    val_size = Config(dataset=spec.name, val_size=args.val_size).val_size  # validated for this dataset
+    train_idx, val_idx = stratified_split(labels, val_size, args.split_seed, spec.n_classes)
+    print(f"data: {spec.title} in {next(iter(paths.values())).parent} ({len(paths)} files, MD5 verified)")
     print(f"split: train {len(train_idx)}, validation {len(val_idx)}, test {len(test_labels)} (split_seed {args.split_seed})")
-    counts = [torch.bincount(y, minlength=10) for y in (labels[train_idx], labels[val_idx], test_labels)]
-    print(f"{'class':>5} {'train':>7} {'val':>6} {'test':>6}")
-    for c in range(10):
-        print(f"{c:>5} {counts[0][c]:>7} {counts[1][c]:>6} {counts[2][c]:>6}")
+    counts = [torch.bincount(y, minlength=spec.n_classes) for y in (labels[train_idx], labels[val_idx], test_labels)]
+    width = max(5, *map(len, spec.classes))
+    print(f"{'class':>{width}} {'train':>7} {'val':>6} {'test':>6}")
+    for c, name in enumerate(spec.classes):
+        print(f"{name:>{width}} {counts[0][c]:>7} {counts[1][c]:>6} {counts[2][c]:>6}")
 
 
 def _headless_plots() -> None:
@@ -210,17 +224,21 @@ def cmd_evaluate(args) -> None:
 def cmd_predict(args) -> None:
     import torch
 
+    from .data import spec_of
+    from .evaluate import predict_logits
     from .images import load_digit
     from .runs import load_model
     from .splits import normalize
 
-    model, _, mean, std = load_model(args.run_dir)
+    model, config, mean, std = load_model(args.run_dir)
+    spec = spec_of(config.dataset)
     digits = torch.stack([load_digit(path) for path in args.images])
-    with torch.no_grad():
-        probs = model(normalize(digits, mean, std)).softmax(1)
+    probs = predict_logits(model, normalize(digits, mean, std)).softmax(1)  # eval mode
     conf, pred = probs.max(1)
     for path, p, c in zip(args.images, pred.tolist(), conf.tolist(), strict=True):
-        print(f"{path}: {p} (probability {c:.3f})")
+        name = spec.classes[p]
+        label = name if name == str(p) else f"{name} (class {p} of {spec.title})"  # a digit is its own name
+        print(f"{path}: {label} (probability {c:.3f})")
 
 
 def cmd_notebooks(args) -> int:

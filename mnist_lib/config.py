@@ -13,38 +13,54 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import datasets
 from .errors import UserError
 from .files import parse_json, read_text
 
-N_CLASSES = 10
-N_TRAIN_TOTAL = 60_000  # size of MNIST's official training file, split into train/val
+N_CLASSES = 10  # MNIST's; a run's own count is its dataset's (datasets.DATASETS[name].n_classes)
 
 
 MAX_INDEX = 2**31 - 1  # widest layer: two such layers still have fewer than 2**63 weights, torch's element limit
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("plateau", "cosine", "onecycle")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "leaky_relu")
+NORMS = ("none", "batch", "layer")
 
 
-def _f(default: Any, help: str, choices: tuple[str, ...] = ()) -> Any:
-    """A dataclass field whose help text (and choices, for strings) feed the CLI and the docs."""
+def _f(default: Any, help: str, choices: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()) -> Any:
+    """A dataclass field whose help text (and choices, for strings; a function for a registry) feed the CLI and the docs."""
     return field(default=default, metadata={"help": help, "choices": choices})
+
+
+def _registered_datasets() -> tuple[str, ...]:
+    return tuple(datasets.DATASETS)  # read at each check: a dataset registered later is a valid choice
 
 
 @dataclass(frozen=True)
 class Config:
     """Hyperparameters of one training run (reference values by default)."""
 
+    dataset: str = _f("mnist", "registered dataset to train on (datasets.py): mnist or fashion-mnist", _registered_datasets)
     epochs: int = _f(25, "passes over the training split")
     batch_size: int = _f(128, "examples per optimizer step")
-    lr: float = _f(5e-4, "Adam learning rate")
-    weight_decay: float = _f(5e-5, "Adam weight decay (L2 penalty added to the gradient)")
+    optimizer: str = _f("adam", "adam, adamw (decoupled weight decay) or sgd", OPTIMIZERS)
+    lr: float = _f(5e-4, "learning rate (one-cycle's peak)")
+    weight_decay: float = _f(
+        5e-5, "weight decay: for adam and sgd an L2 penalty added to the gradient, for adamw decoupled (w -= lr * wd * w)"
+    )
+    momentum: float = _f(0.0, "sgd only: momentum (0: plain SGD); one-cycle cycles it between 0.85 and 0.95 of this value")
+    nesterov: bool = _f(False, "sgd only: Nesterov momentum (needs momentum > 0)")
     hidden: tuple[int, ...] = _f((512, 256, 128), "hidden layer widths, input to output")
     dropout: tuple[float, ...] = _f((0.4, 0.3, 0.3), "dropout rate after each hidden layer")
+    activation: str = _f("relu", "hidden-layer nonlinearity: relu, gelu, silu, tanh or leaky_relu (slope 0.01)", ACTIVATIONS)
+    norm: str = _f("none", "normalization per hidden layer, Linear -> norm -> activation -> dropout: none, batch or layer", NORMS)
     lr_schedule: str = _f(
         "plateau", "plateau (ReduceLROnPlateau), cosine (anneal to 0 over all steps) or onecycle (warm up to lr, then anneal)", LR_SCHEDULES
     )
@@ -89,10 +105,21 @@ class Config:
         need(all(0 <= p < 1 for p in self.dropout), f"dropout must be in [0, 1), got {list(self.dropout)}")
         need(0 < self.lr_factor < 1, f"lr_factor must be in (0, 1), got {self.lr_factor}")
         need(self.lr_patience >= 0, f"lr_patience must be >= 0, got {self.lr_patience}")
+        for f in dataclasses.fields(self):
+            choices = self.choices(f.name)
+            need(
+                not choices or getattr(self, f.name) in choices,
+                f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}",
+            )
+        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
         need(
-            N_CLASSES <= self.val_size <= N_TRAIN_TOTAL - N_CLASSES,
-            f"val_size must be in [{N_CLASSES}, {N_TRAIN_TOTAL - N_CLASSES}], got {self.val_size}",
+            self.optimizer == "sgd" or (self.momentum == 0 and not self.nesterov),
+            f"momentum and nesterov are sgd's; {self.optimizer} has its own (Adam's beta1), so leave them at 0 and false",
         )
+        need(not self.nesterov or self.momentum > 0, "nesterov needs momentum > 0")
+        spec = datasets.DATASETS[self.dataset]
+        lo, hi = spec.n_classes, spec.n_train - spec.n_classes  # at least one example per class on each side, on average
+        need(lo <= self.val_size <= hi, f"val_size must be in [{lo}, {hi}] for {self.dataset}, got {self.val_size}")
         need(0 <= self.seed <= MAX_SEED, f"seed must be in [0, 2**63 - 1], got {self.seed}")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.max_norm >= 0 and math.isfinite(self.max_norm), f"max_norm must be >= 0 (0: off), got {self.max_norm}")
@@ -104,14 +131,14 @@ class Config:
         need(0 <= self.aug_elastic_alpha <= 14, f"aug_elastic_alpha must be in [0, 14] pixels, got {self.aug_elastic_alpha}")
         need(0 < self.aug_elastic_sigma <= 14, f"aug_elastic_sigma must be in (0, 14] pixels, got {self.aug_elastic_sigma}")
         need(0 <= self.split_seed <= MAX_SEED, f"split_seed must be in [0, 2**63 - 1], got {self.split_seed}")
-        for f in dataclasses.fields(self):
-            choices = f.metadata["choices"]
-            need(
-                not choices or getattr(self, f.name) in choices,
-                f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}",
-            )
 
     # --- conversion -------------------------------------------------------
+    @classmethod
+    def choices(cls, name: str) -> tuple[str, ...]:
+        """The valid values of a string field (empty: any)."""
+        choices = cls.__dataclass_fields__[name].metadata["choices"]
+        return choices() if callable(choices) else choices
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
@@ -178,6 +205,10 @@ def _coerce(name: str, typ: str, value: Any) -> Any:
     if typ == "str":
         if not isinstance(value, str):
             raise bad("a string")
+        return value
+    if typ == "bool":
+        if not isinstance(value, bool):  # strict: "false" or 0 in a JSON file is a mistake, not False
+            raise bad("true or false")
         return value
     if typ.startswith("tuple["):
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):

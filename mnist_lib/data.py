@@ -1,13 +1,18 @@
-"""Read, verify and (if missing) download the four MNIST IDX files.
+"""Read, verify and (if missing) download a registered dataset's four IDX files.
 
-    images, labels = read_split("train")   # uint8 (60000, 28, 28), int64 (60000,)
+    images, labels = read_split("train")                            # MNIST: uint8 (60000, 28, 28), int64 (60000,)
+    images, labels = read_split("test", dataset="fashion-mnist")   # Fashion-MNIST's test file
 
-The data directory is, in order: an explicit argument, the MNIST_DATA_DIR
-environment variable, or data/mnist in the repository. Each file may be gzipped
-or not; the MD5 of its uncompressed bytes must match the canonical value.
-Missing files are downloaded from the public mirrors (override the list with
-MNIST_MIRRORS, comma-separated), written under a temporary name and renamed only
-once verified. The training split code never calls read_split("test").
+Which datasets exist, their files, checksums and mirrors: datasets.py. A dataset's
+folder is, in order: an explicit argument (--data-dir), $MNIST_DATA_DIR (MNIST
+only, as before), $MNIST_DATA_ROOT/<dataset> (one root holding mnist/,
+fashion-mnist/, ... side by side), or data/<dataset> in the repository. Each file
+may be gzipped or not; the MD5 of its uncompressed bytes must match the
+registry. A file that is another registered dataset's (the file names are the
+same) is named as such, never called corrupt. Missing files are downloaded from
+the dataset's mirrors (MNIST_MIRRORS, comma-separated, overrides them), written
+under a temporary name and renamed only once verified. The training split code
+never calls read_split("test").
 """
 
 from __future__ import annotations
@@ -26,31 +31,34 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import datasets
+from .datasets import DatasetSpec, idx_size
 from .errors import UserError
-from .paths import DATA_DIR_ENV, DEFAULT_DATA_DIR
+from .paths import DATA_DIR_ENV, DATA_ROOT_ENV, DEFAULT_DATA_ROOT
 
-# name -> (IDX magic, shape, MD5 of the uncompressed bytes); from the MNIST README
-FILES = {
-    "train-images-idx3-ubyte": (2051, (60000, 28, 28), "6bbc9ace898e44ae57da46a324031adb"),
-    "train-labels-idx1-ubyte": (2049, (60000,), "a25bea736e30d166cdddb491f175f624"),
-    "t10k-images-idx3-ubyte": (2051, (10000, 28, 28), "2646ac647ad5339dbf082846283269ea"),
-    "t10k-labels-idx1-ubyte": (2049, (10000,), "27ae3e4e09519cfbb04c329615203637"),
-}
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-# the mirrors torchvision uses, tried in order
-MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+SPLITS = ("train", "test")
 MIRRORS_ENV = "MNIST_MIRRORS"
 TEST_LOCK_ENV = "MNIST_TEST_LOCKED"  # set in sweep workers: reading the test set then raises
 DOWNLOAD_TIMEOUT_S = 30
+DEFAULT_DATASET = "mnist"
 
 
-def data_dir(path: str | Path | None = None) -> Path:
-    """Resolve the data directory: argument, then $MNIST_DATA_DIR, then data/mnist."""
+def spec_of(dataset: str) -> DatasetSpec:
+    """The registry entry of `dataset`, or a UserError listing the registered ones."""
+    try:
+        return datasets.get(dataset)
+    except KeyError as e:
+        raise UserError(e.args[0]) from None
+
+
+def data_dir(path: str | Path | None = None, dataset: str = DEFAULT_DATASET) -> Path:
+    """Resolve a dataset's folder: argument, then $MNIST_DATA_DIR (MNIST), then $MNIST_DATA_ROOT/<dataset>, then data/<dataset>."""
+    spec_of(dataset)
     if path is None:
-        path = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+        if dataset == "mnist" and os.environ.get(DATA_DIR_ENV):
+            path = os.environ[DATA_DIR_ENV]
+        else:
+            path = Path(os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT) / dataset
     return Path(path).expanduser().resolve()
 
 
@@ -70,11 +78,6 @@ def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
         return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
     except ValueError:  # an empty array whose other dimensions multiply past numpy's limit (found by tests/test_fuzz.py)
         raise UserError(f"{name}: IDX shape {shape} is too large to represent") from None
-
-
-def idx_size(shape: tuple[int, ...]) -> int:
-    """Bytes of an unsigned-byte IDX file of `shape`: the header and one byte per entry."""
-    return 4 + 4 * len(shape) + math.prod(shape)
 
 
 def _read_bytes(path: Path, limit: int) -> bytes:
@@ -98,13 +101,14 @@ def find_file(directory: Path, name: str) -> Path | None:
     return None
 
 
-def load_idx(path: Path, name: str, expected: tuple | None = None) -> np.ndarray:
-    """Read one IDX file and check it against the canonical magic, shape and MD5."""
-    magic, shape, md5 = expected or FILES[name]
+def load_idx(path: Path, name: str, expected: tuple | None = None, dataset: str = DEFAULT_DATASET) -> np.ndarray:
+    """Read one IDX file and check it against the registry's magic, shape and MD5 (or `expected`)."""
+    spec = spec_of(dataset)
+    magic, shape, md5 = expected or spec.files[name]
     raw = _read_bytes(path, idx_size(shape))
     digest = hashlib.md5(raw).hexdigest()
     if digest != md5:
-        raise UserError(f"{path}: MD5 of the uncompressed bytes is {digest}, expected {md5} (corrupt file; delete it to re-download)")
+        raise UserError(f"{path}: {_mismatch(digest, md5, name, spec)}")
     if int.from_bytes(raw[:4], "big") != magic:
         raise UserError(f"{path}: IDX magic {int.from_bytes(raw[:4], 'big')}, expected {magic}")
     arr = parse_idx(raw, str(path))
@@ -113,22 +117,43 @@ def load_idx(path: Path, name: str, expected: tuple | None = None) -> np.ndarray
     return arr
 
 
-def missing_message(directory: Path, reason: str) -> str:
-    names = ", ".join(FILES)
+def _mismatch(digest: str, md5: str, name: str, spec: DatasetSpec) -> str:
+    """Why a file's MD5 is not the expected one: another registered file (say which), else corruption."""
+    found = datasets.identify(digest)
+    if found is None:
+        return (
+            f"MD5 of the uncompressed bytes is {digest}, expected {md5} for {spec.title}'s {name} (corrupt file; delete it to re-download)"
+        )
+    other = datasets.get(found[0])
+    if other.name != spec.name:
+        return (
+            f"this is {other.title}'s {found[1]} file, not {spec.title}'s; the file is fine: "
+            f"pass --dataset {other.name} (dataset: {other.name}), or point the data folder at {spec.title}'s files"
+        )
+    return f"this is {spec.title}'s {found[1]} file, not {name} (renamed or swapped files)"
+
+
+def missing_message(directory: Path, reason: str, dataset: str = DEFAULT_DATASET) -> str:
+    spec = spec_of(dataset)
+    names = ", ".join(spec.files)
+    where = f"{DATA_DIR_ENV} to a folder that has them, or " if spec.name == "mnist" else ""
     return (
-        f"MNIST data not found in {directory} and the download failed ({reason}). "
+        f"{spec.title} data not found in {directory} and the download failed ({reason}). "
         f"Put the four IDX files ({names}; each may end in .gz) in that folder, "
-        f"or set {DATA_DIR_ENV} to a folder that has them."
+        f"or set {where}{DATA_ROOT_ENV} to a folder holding {spec.name}/."
     )
 
 
-def mirrors() -> list[str]:
+def mirrors(dataset: str = DEFAULT_DATASET) -> list[str]:
+    """Base URLs to download from: $MNIST_MIRRORS if set (for every dataset), else the dataset's own."""
     env = os.environ.get(MIRRORS_ENV)
-    urls = [m.strip() for m in env.split(",") if m.strip()] if env else list(MIRRORS)
+    urls = [m.strip() for m in env.split(",") if m.strip()] if env else list(spec_of(dataset).mirrors)
     return [u if u.endswith("/") else u + "/" for u in urls]
 
 
-def download(name: str, directory: Path, mirror_urls: list[str] | None = None, progress: bool = True) -> Path:
+def download(
+    name: str, directory: Path, mirror_urls: list[str] | None = None, progress: bool = True, dataset: str = DEFAULT_DATASET
+) -> Path:
     """Fetch `name`.gz from the first mirror that serves a verified copy.
 
     The file is written as a hidden temporary and renamed only after its MD5
@@ -138,7 +163,7 @@ def download(name: str, directory: Path, mirror_urls: list[str] | None = None, p
     final = directory / f"{name}.gz"
     tmp = directory / f".{name}.part-{os.getpid()}.gz"  # .gz: read back as gzip
     errors = []
-    for base in mirror_urls if mirror_urls is not None else mirrors():
+    for base in mirror_urls if mirror_urls is not None else mirrors(dataset):
         url = f"{base}{name}.gz"
         try:
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, open(tmp, "wb") as out:
@@ -147,55 +172,55 @@ def download(name: str, directory: Path, mirror_urls: list[str] | None = None, p
                     while chunk := resp.read(1 << 16):
                         out.write(chunk)
                         bar.update(len(chunk))
-            load_idx(tmp, name)  # verifies gzip, MD5, magic and shape
+            load_idx(tmp, name, dataset=dataset)  # verifies gzip, MD5, magic and shape
             os.replace(tmp, final)
             return final
         except (urllib.error.URLError, OSError, UserError, ValueError) as e:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
         finally:
             tmp.unlink(missing_ok=True)
-    raise UserError(missing_message(directory, "; ".join(errors) or "no mirrors configured"))
+    raise UserError(missing_message(directory, "; ".join(errors) or "no mirrors configured", dataset))
 
 
-def ensure_files(directory: str | Path | None = None, allow_download: bool = True, progress: bool = True) -> dict[str, Path]:
-    """Paths of all four files, downloading any that are missing."""
-    d = data_dir(directory)
+def ensure_files(
+    directory: str | Path | None = None, allow_download: bool = True, progress: bool = True, dataset: str = DEFAULT_DATASET
+) -> dict[str, Path]:
+    """Paths of the dataset's four files, downloading any that are missing."""
+    d = data_dir(directory, dataset)
     paths = {}
-    for name in FILES:
+    for name in spec_of(dataset).files:
         found = find_file(d, name)
         if found is None:
             if not allow_download:
-                raise UserError(missing_message(d, "download disabled"))
-            found = download(name, d, progress=progress)
+                raise UserError(missing_message(d, "download disabled", dataset))
+            found = download(name, d, progress=progress, dataset=dataset)
         paths[name] = found
     return paths
 
 
-@functools.lru_cache(maxsize=4)
-def _read_split_cached(directory: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    img_name, lbl_name = SPLIT_FILES[split]
-    images, labels = None, None
+@functools.lru_cache(maxsize=8)
+def _read_split_cached(directory: Path, split: str, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
+    spec = spec_of(dataset)
+    img_name, lbl_name = spec.split_files(split)
+    arrays = {}
     for name in (img_name, lbl_name):
-        path = find_file(directory, name) or download(name, directory)
-        arr = load_idx(path, name)
-        if name == img_name:
-            images = torch.from_numpy(arr.copy())
-        else:
-            if arr.max() > 9:
-                raise UserError(f"{path}: label {int(arr.max())} outside 0-9")
-            labels = torch.from_numpy(arr.astype(np.int64))
-    images.requires_grad_(False)
-    return images, labels
+        path = find_file(directory, name) or download(name, directory, dataset=dataset)
+        arrays[name] = (path, load_idx(path, name, dataset=dataset))
+    path, labels = arrays[lbl_name]
+    if labels.size and labels.max() >= spec.n_classes:
+        raise UserError(f"{path}: label {int(labels.max())} outside 0-{spec.n_classes - 1}")
+    images = torch.from_numpy(arrays[img_name][1].copy())
+    return images, torch.from_numpy(labels.astype(np.int64))
 
 
-def read_split(split: str, directory: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (uint8, N x 28 x 28) and labels (int64, N) of 'train' or 'test', verified.
+def read_split(split: str, directory: str | Path | None = None, dataset: str = DEFAULT_DATASET) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (uint8, N x 28 x 28) and labels (int64, N) of a dataset's 'train' or 'test' file, verified.
 
     Cached per process, so notebooks and tests read each file once. Treat the
     returned tensors as read-only: raw data is never edited.
     """
-    if split not in SPLIT_FILES:
+    if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose 'train' or 'test'")
     if split == "test" and os.environ.get(TEST_LOCK_ENV):
         raise UserError(f"the test set is locked ({TEST_LOCK_ENV} is set, as in every sweep worker): tuning selects on validation only")
-    return _read_split_cached(data_dir(directory), split)
+    return _read_split_cached(data_dir(directory, dataset), split, dataset)

@@ -8,6 +8,7 @@ report.misclassified.head()         # DataFrame: index, true, pred, confidence
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -21,7 +22,7 @@ EVAL_BATCH = 8192  # large batches: no gradients are kept, memory is not the lim
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Logits for every row of `x`, in eval mode (no dropout); restores the previous mode."""
+    """Logits for every row of `x`, in eval mode (no dropout; BatchNorm on its running statistics); restores the previous mode."""
     was_training = model.training
     model.eval()
     try:
@@ -47,8 +48,8 @@ def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes: int 
     return torch.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def per_class_metrics(confusion: torch.Tensor) -> pd.DataFrame:
-    """Precision, recall, F1 and support per class from a confusion matrix (0 where undefined)."""
+def per_class_metrics(confusion: torch.Tensor, classes: Sequence[str] | None = None) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class from a confusion matrix (0 where undefined); a `name` column if classes are given."""
     cm = confusion.double()
     tp = cm.diag()
     predicted, actual = cm.sum(0), cm.sum(1)
@@ -56,9 +57,11 @@ def per_class_metrics(confusion: torch.Tensor) -> pd.DataFrame:
     recall = torch.where(actual > 0, tp / actual.clamp_min(1), 0.0)
     denom = precision + recall
     f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-12), 0.0)
+    names = {"name": list(classes)} if classes is not None else {}
     return pd.DataFrame(
         {
             "class": range(len(cm)),
+            **names,
             "precision": precision.numpy(),
             "recall": recall.numpy(),
             "f1": f1.numpy(),
@@ -95,16 +98,16 @@ class Report:
     probs: torch.Tensor
 
 
-def classification_report(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Report:
-    """Loss, accuracy, confusion matrix, per-class metrics and mistakes of `model` on (x, y)."""
+def classification_report(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes: Sequence[str] | None = None) -> Report:
+    """Loss, accuracy, confusion matrix, per-class metrics (named if `classes`) and mistakes of `model` on (x, y)."""
     logits = predict_logits(model, x)
     y = y.to(logits.device)
     probs = logits.softmax(1)
-    cm = confusion_matrix(y, logits.argmax(1))
+    cm = confusion_matrix(y, logits.argmax(1), logits.shape[1])
     return Report(
         **_loss_acc(logits, y),
         confusion=cm,
-        per_class=per_class_metrics(cm),
+        per_class=per_class_metrics(cm, classes),
         misclassified=misclassified(probs, y),
         probs=probs.cpu(),
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import plots
+from . import datasets, plots
 from .config import Config
 from .data import read_split
 from .errors import UserError
@@ -120,16 +120,21 @@ def evaluate_run(
         raise UserError(
             f"run {run_dir} was already evaluated on the test set (test_acc={summary['test_acc']:.4f}); pass --overwrite to redo it"
         )
-    model, _, mean, std = load_model(run_dir, select_device(device))
-    x_test, y_test = load_test(mean, std, data_dir)
-    report = classification_report(model, x_test.to(next(model.parameters()).device), y_test)
+    model, config, mean, std = load_model(run_dir, select_device(device))
+    classes = datasets.DATASETS[config.dataset].classes
+    x_test, y_test = load_test(mean, std, data_dir, config.dataset)
+    report = classification_report(model, x_test.to(next(model.parameters()).device), y_test, classes)
     atomic_write(run_dir / "test_per_class.csv", report.per_class.to_csv(lineterminator="\n"))
     atomic_write(run_dir / "test_misclassified.csv", report.misclassified.to_csv(index=False, lineterminator="\n"))
     out = Path(figures_dir) if figures_dir is not None else run_dir
-    raw_test_images, _ = read_split("test", data_dir)
-    plots.save_figure(plots.plot_confusion_matrix(report.confusion, "Test confusion matrix"), out / "confusion_matrix.png", close=True)
-    plots.save_figure(plots.plot_per_class_accuracy(report.per_class), out / "per_class_accuracy.png", close=True)
-    plots.save_figure(plots.plot_misclassified(raw_test_images, report.misclassified), out / "misclassified.png", close=True)
+    raw_test_images, _ = read_split("test", data_dir, config.dataset)
+    figures = {
+        "confusion_matrix.png": plots.plot_confusion_matrix(report.confusion, "Test confusion matrix", classes),
+        "per_class_accuracy.png": plots.plot_per_class_accuracy(report.per_class, classes=classes),
+        "misclassified.png": plots.plot_misclassified(raw_test_images, report.misclassified, classes=classes),
+    }
+    for name, fig in figures.items():
+        plots.save_figure(fig, out / name, close=True)
     update_summary(run_dir, test_loss=report.loss, test_acc=report.acc, test_evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return report
 

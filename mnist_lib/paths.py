@@ -1,7 +1,7 @@
 """Every path the project uses, in one place.
 
-The data location comes from an explicit argument, else MNIST_DATA_DIR, else
-data/mnist. Results and figures go under the repository unless MNIST_RESULTS_DIR
+A dataset's data folder comes from an explicit argument, else MNIST_DATA_DIR
+(MNIST only), else MNIST_DATA_ROOT/<dataset>, else data/<dataset> (data.data_dir). Results and figures go under the repository unless MNIST_RESULTS_DIR
 or MNIST_FIGURES_DIR point elsewhere: the notebook tests set both to a scratch
 folder, so re-executing a notebook never touches the committed results.
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR_ENV = "MNIST_DATA_DIR"
-DEFAULT_DATA_DIR = REPO_ROOT / "data" / "mnist"
+DATA_ROOT_ENV = "MNIST_DATA_ROOT"  # a folder holding mnist/, fashion-mnist/, ... side by side
+DEFAULT_DATA_ROOT = REPO_ROOT / "data"
 RESULTS_DIR = Path(os.environ.get("MNIST_RESULTS_DIR") or REPO_ROOT / "results")
 FIGURES_DIR = Path(os.environ.get("MNIST_FIGURES_DIR") or REPO_ROOT / "figures")
 RUNS_DIR = RESULTS_DIR / "runs"

@@ -49,24 +49,42 @@ def plot_accuracy_curves(history, ax=None):
     return _curve(history, "acc", "accuracy", "Training vs validation accuracy", ax)
 
 
-def plot_confusion_matrix(confusion: torch.Tensor, title: str = "Confusion matrix"):
-    """Seaborn heatmap of counts [true, predicted]; the diagonal is dimmed so errors stand out."""
+def class_names(classes: Sequence[str] | None, n: int) -> list[str]:
+    """The dataset's class names, or the labels 0..n-1 as text (MNIST's names are its digits)."""
+    return list(classes) if classes is not None else [str(c) for c in range(n)]
+
+
+def _rotate_long_names(ax, names: Sequence[str]) -> None:
+    if max(map(len, names)) > 2:  # Fashion-MNIST's "Ankle boot" would overlap its neighbours
+        ax.tick_params(axis="x", labelrotation=45)
+        plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+
+
+def plot_confusion_matrix(confusion: torch.Tensor, title: str = "Confusion matrix", classes: Sequence[str] | None = None):
+    """Seaborn heatmap of counts [true, predicted], labelled with the class names; the diagonal is dimmed so errors stand out."""
     cm = confusion.cpu().numpy()
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    names = class_names(classes, len(cm))
+    fig, ax = plt.subplots(figsize=(6.5, 5.5) if classes is None else (8, 7))
     off_diag = cm.copy()
     off_diag[range(len(cm)), range(len(cm))] = 0
-    sns.heatmap(off_diag, annot=cm, fmt="d", cmap="Reds", cbar_kws={"label": "errors"}, ax=ax, linewidths=0.5, linecolor="white")
+    sns.heatmap(
+        off_diag, annot=cm, fmt="d", cmap="Reds", cbar_kws={"label": "errors"}, ax=ax, linewidths=0.5, linecolor="white",
+        xticklabels=names, yticklabels=names,
+    )  # fmt: skip
     ax.set(xlabel="predicted", ylabel="true", title=title)
+    _rotate_long_names(ax, names)
     fig.tight_layout()
     return fig
 
 
-def plot_per_class_accuracy(per_class: pd.DataFrame, title: str = "Per-class accuracy (recall)"):
-    """Bar chart of each class's recall, i.e. the accuracy on that digit."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    sns.barplot(x=per_class.index.astype(str), y=per_class["recall"], ax=ax, color="tab:blue")
+def plot_per_class_accuracy(per_class: pd.DataFrame, title: str = "Per-class accuracy (recall)", classes: Sequence[str] | None = None):
+    """Bar chart of each class's recall, i.e. the accuracy on that class, labelled with the class names."""
+    names = class_names(classes, len(per_class))
+    fig, ax = plt.subplots(figsize=(6, 3.6) if classes is None else (7, 4.2))
+    sns.barplot(x=names, y=per_class["recall"].to_numpy(), ax=ax, color="tab:blue")
     low = max(0.0, float(per_class["recall"].min()) - 0.02)
-    ax.set(xlabel="digit", ylabel="accuracy", title=title, ylim=(low, 1.0))
+    ax.set(xlabel="class", ylabel="accuracy", title=title, ylim=(low, 1.0))
+    _rotate_long_names(ax, names)
     for i, v in enumerate(per_class["recall"]):
         ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
     fig.tight_layout()
@@ -89,10 +107,11 @@ def plot_digit_grid(images: torch.Tensor, titles: Sequence[str], ncols: int = 8,
     return fig
 
 
-def plot_misclassified(images: torch.Tensor, mistakes: pd.DataFrame, n: int = 32, ncols: int = 8):
+def plot_misclassified(images: torch.Tensor, mistakes: pd.DataFrame, n: int = 32, ncols: int = 8, classes: Sequence[str] | None = None):
     """The `n` most confident mistakes: `images` is the split's raw images, `mistakes` from evaluate.misclassified."""
     top = mistakes.head(n)
-    titles = [f"{t}→{p} ({c:.2f})" for t, p, c in zip(top["true"], top["pred"], top["confidence"], strict=True)]
+    names = class_names(classes, 1 + int(max(top["true"].max(), top["pred"].max(), default=0)))
+    titles = [f"{names[t]}→{names[p]} ({c:.2f})" for t, p, c in zip(top["true"], top["pred"], top["confidence"], strict=True)]
     return plot_digit_grid(images[torch.tensor(top["index"].to_numpy())], titles, ncols, "Misclassified: true→predicted (confidence)")
 
 
@@ -106,20 +125,23 @@ def save_figure(fig, path: str | Path, close: bool = False) -> Path:
     return Path(path)
 
 
-def plot_class_counts(counts: pd.DataFrame, title: str = "Class balance per split"):
+def plot_class_counts(counts: pd.DataFrame, title: str = "Class balance per split", classes: Sequence[str] | None = None):
     """Grouped bars of each split's class fractions, so splits of different sizes compare."""
-    frac = class_fractions(counts).reset_index().melt(id_vars="class", var_name="split", value_name="fraction")
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    frac = class_fractions(counts)
+    frac.index = class_names(classes, len(frac))
+    frac = frac.rename_axis("class").reset_index().melt(id_vars="class", var_name="split", value_name="fraction")
+    fig, ax = plt.subplots(figsize=(7, 3.6) if classes is None else (8, 4.2))
     sns.barplot(data=frac, x="class", y="fraction", hue="split", ax=ax)
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), title="split")
-    ax.set(xlabel="digit", ylabel="fraction of split", title=title)
+    ax.set(xlabel="class", ylabel="fraction of split", title=title)
+    _rotate_long_names(ax, list(frac["class"]))
     fig.tight_layout()
     return fig
 
 
-def plot_mean_images(means: torch.Tensor, title: str = "Mean image of each class"):
-    """The ten class-mean images in one row."""
-    return plot_digit_grid(means, [str(c) for c in range(len(means))], ncols=len(means), title=title)
+def plot_mean_images(means: torch.Tensor, title: str = "Mean image of each class", classes: Sequence[str] | None = None):
+    """The class-mean images in one row, captioned with the class names."""
+    return plot_digit_grid(means, class_names(classes, len(means)), ncols=len(means), title=title)
 
 
 def plot_pixel_histogram(images: torch.Tensor, title: str = "Pixel intensities"):

@@ -1,9 +1,10 @@
-"""Seeded, stratified train/validation split of MNIST's 60k training set, normalized.
+"""Seeded, stratified train/validation split of a dataset's training file (MNIST's 60k by default), normalized.
 
     data = prepare_data(Config())        # 54,000 train / 6,000 val, on the CPU
     data.x_train.shape                   # (54000, 784), float32, standardized
+    prepare_data(Config(dataset="fashion-mnist"))   # the same split rule on Fashion-MNIST
 
-Mean and std come from the training split only. The test set is not read here:
+Mean and std come from the training split only, of the config's own dataset. The test set is not read here:
 `load_test` is the one explicit entry point for the final evaluation.
 """
 
@@ -14,12 +15,13 @@ from dataclasses import dataclass
 
 import torch
 
+from . import datasets
 from .config import N_CLASSES, Config
 from .data import read_split
 from .errors import UserError
 
 
-def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(labels: torch.Tensor, val_size: int, seed: int, n_classes: int = N_CLASSES) -> tuple[torch.Tensor, torch.Tensor]:
     """Disjoint (train_idx, val_idx), each class split in proportion to its frequency.
 
     Per-class validation counts use largest-remainder rounding so they add up
@@ -29,7 +31,7 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
     if not 0 < val_size < n:
         raise UserError(f"val_size must be between 1 and {n - 1}, got {val_size}")
     g = torch.Generator().manual_seed(seed)
-    counts = torch.bincount(labels, minlength=N_CLASSES)
+    counts = torch.bincount(labels, minlength=n_classes)
     exact = counts.double() * val_size / n
     per_class = exact.floor().long()
     short = val_size - int(per_class.sum())
@@ -37,7 +39,7 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
         order = torch.argsort(exact - per_class, descending=True, stable=True)
         per_class[order[:short]] += 1
     train_parts, val_parts = [], []
-    for c in range(N_CLASSES):
+    for c in range(n_classes):
         idx = torch.nonzero(labels == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
         val_parts.append(idx[: per_class[c]])
@@ -66,8 +68,9 @@ class Data:
     mean: float  # pixel mean of the training split, on the [0, 1] scale
     std: float  # pixel std of the training split, on the [0, 1] scale
     split_hash: str
-    train_idx: torch.Tensor  # indices into the 60k training file
+    train_idx: torch.Tensor  # indices into the training file
     val_idx: torch.Tensor
+    dataset: str = "mnist"  # the registered dataset (datasets.py) these come from
 
     def to(self, device: torch.device | str) -> Data:
         """A copy with all tensors on `device` (moved once, before training)."""
@@ -81,13 +84,14 @@ def prepare_data(config: Config, data_dir=None, max_train_samples: int | None = 
     `max_train_samples` keeps a stratified-random subset of the training split
     (for quick runs); the validation split stays whole so metrics compare.
     """
-    images, labels = read_split("train", data_dir)
-    train_idx, val_idx = stratified_split(labels, config.val_size, config.split_seed)
+    images, labels = read_split("train", data_dir, config.dataset)
+    n_classes = datasets.DATASETS[config.dataset].n_classes
+    train_idx, val_idx = stratified_split(labels, config.val_size, config.split_seed, n_classes)
     if max_train_samples is not None:
         if max_train_samples < 1:
             raise UserError(f"max_train_samples must be >= 1, got {max_train_samples}")
         if max_train_samples < len(train_idx):
-            keep, _ = stratified_split(labels[train_idx], len(train_idx) - max_train_samples, config.split_seed)
+            keep, _ = stratified_split(labels[train_idx], len(train_idx) - max_train_samples, config.split_seed, n_classes)
             train_idx = train_idx[keep]
     train_pixels = images[train_idx].float().div_(255.0)
     mean, std = train_pixels.mean().item(), train_pixels.std().item()
@@ -102,13 +106,14 @@ def prepare_data(config: Config, data_dir=None, max_train_samples: int | None = 
         split_hash=split_hash(val_idx),
         train_idx=train_idx,
         val_idx=val_idx,
+        dataset=config.dataset,
     )
 
 
-def load_test(mean: float, std: float, data_dir=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 10k test set, normalized with the training split's statistics.
+def load_test(mean: float, std: float, data_dir=None, dataset: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
+    """The dataset's test file (10k for MNIST), normalized with the training split's statistics.
 
     Call this only for a final evaluation; training and tuning never do.
     """
-    images, labels = read_split("test", data_dir)
+    images, labels = read_split("test", data_dir, dataset)
     return normalize(images, mean, std), labels

@@ -1,4 +1,4 @@
-"""The training loop: in-memory batches, fused Adam, ReduceLROnPlateau, best-by-validation weights.
+"""The training loop: in-memory batches, fused optimizers, lr schedules, best-by-validation weights.
 
     data = prepare_data(cfg)
     result = train(cfg, data, device="auto", threads=2)
@@ -7,8 +7,9 @@
 The whole split lives on the device as one tensor; each epoch draws a random
 permutation on that device and slices it into batches, so no DataLoader, no
 per-sample work and no host round trip per step (the loss and accuracy sums stay
-on the device until the epoch ends). Each step is backprop.TrainStep: forward and
-backward written out, fused Adam. The same seed, machine and thread count give
+on the device until the epoch ends). Each step is build_step's: autograd's
+(engine.TrainStep), or the hand-written backprop.ReluTrainStep for relu without
+norm; then the fused optimizer. The same seed, machine and thread count give
 identical metrics.
 """
 
@@ -24,13 +25,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import Augment
-from .backprop import TrainStep
+from .backprop import ReluTrainStep, supports
 from .config import Config
+from .engine import TrainStep
 from .errors import UserError
 from .evaluate import evaluate
 from .model import MLP
 from .splits import Data
 
+ENGINES = ("auto", "autograd", "manual")
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
 
@@ -78,9 +81,19 @@ class TrainResult:
 
 
 def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device) -> torch.optim.Optimizer:
-    # fused Adam runs the whole update as one kernel per step (CPU and CUDA)
+    """config.optimizer over the model's parameters.
+
+    Weight decay: Adam and SGD add weight_decay * w to the gradient (an L2 penalty,
+    which Adam then rescales per parameter); AdamW subtracts lr * weight_decay * w
+    from the weights, decoupled from the gradient (Loshchilov and Hutter 2019).
+    """
+    # fused: the whole update is one kernel per step (CPU and CUDA) for all three
     fused = True if device.type in ("cpu", "cuda") else None
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    params, lr, wd = model.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=wd, fused=fused)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=lr, weight_decay=wd, fused=fused)
 
 
 def make_scheduler(opt: torch.optim.Optimizer, config: Config, steps_per_epoch: int):
@@ -89,20 +102,33 @@ def make_scheduler(opt: torch.optim.Optimizer, config: Config, steps_per_epoch: 
     if config.lr_schedule == "cosine":
         return None, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     if config.lr_schedule == "onecycle":  # warm up from lr/25 to lr over 30 % of the steps, then anneal
-        return None, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total)
+        # momentum runs opposite to the lr: Adam's beta1 between torch's 0.85 and 0.95, SGD's momentum
+        # between 0.85/0.95 of config.momentum and config.momentum (plain SGD, momentum 0, has none to cycle)
+        cycle = {}
+        if config.optimizer == "sgd":
+            cycle = {"cycle_momentum": config.momentum > 0, "max_momentum": config.momentum, "base_momentum": config.momentum * 0.85 / 0.95}
+        return None, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, **cycle)
     return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=config.lr_factor, patience=config.lr_patience), None
 
 
-def build_step(model: MLP, config: Config, data: Data, device: torch.device) -> tuple[TrainStep, object | None]:
+def build_step(model: MLP, config: Config, data: Data, device: torch.device, engine: str = "auto") -> tuple[TrainStep, object | None]:
     """The training step `config` asks for (optimizer, schedule, augmentation, regularisers), and the
-    ReduceLROnPlateau to step per epoch (None for per-step schedules)."""
+    ReduceLROnPlateau to step per epoch (None for per-step schedules).
+
+    engine: "auto" (the hand-written ReLU step for relu without norm, else autograd),
+    "autograd" (always), or "manual" (the hand-written step; an error outside its family).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     opt = make_optimizer(model, config, device)
     plateau, per_step = make_scheduler(opt, config, math.ceil(len(data.y_train) / config.batch_size))
     augment = Augment.from_config(config, background=-data.mean / data.std)  # None unless a strength is set
-    step = TrainStep(
-        model, opt, config.precision, label_smoothing=config.label_smoothing, max_norm=config.max_norm, scheduler=per_step, augment=augment
-    )
-    return step, plateau
+    options = {"label_smoothing": config.label_smoothing, "max_norm": config.max_norm, "scheduler": per_step, "augment": augment}
+    # the hand-written ReLU step where it applies (faster on the CPU, same gradients), autograd for everything else
+    step_class = ReluTrainStep if engine == "auto" and supports(model) else TrainStep
+    if engine == "manual":
+        step_class = ReluTrainStep  # refuses a model outside its family
+    return step_class(model, opt, config.precision, **options), plateau
 
 
 def train(
@@ -113,6 +139,7 @@ def train(
     threads: int | None = None,
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    engine: str = "auto",
 ) -> TrainResult:
     """Train an MLP per `config` on `data`; call `on_epoch(row)` after each epoch."""
     dev = device if isinstance(device, torch.device) else select_device(device)
@@ -122,7 +149,7 @@ def train(
 
     data = data.to(dev)
     model = MLP.from_config(config).to(dev)
-    step, plateau = build_step(model, config, data, dev)
+    step, plateau = build_step(model, config, data, dev, engine)
     x_train = data.x_train.to(step.dtype)  # once, not per batch
     result = TrainResult(model=model, device=str(dev), threads=n_threads)
     best_state = None

@@ -74,6 +74,34 @@ def write_idx(path, arr: np.ndarray, compress: bool = False) -> str:
     return hashlib.md5(raw).hexdigest()
 
 
+@pytest.fixture
+def fake_dataset():
+    """fake_dataset(folder, train_images, train_labels, test_images=None, test_labels=None, classes=None) -> name.
+
+    Writes the four IDX files into `folder` and registers them, with their MD5s, as a
+    dataset of their own (unregistered after the test): the registry as a user adding
+    KMNIST would use it. The test files default to the training ones.
+    """
+    from mnist_lib import datasets
+
+    names = []
+
+    def make(folder, train_images, train_labels, test_images=None, test_labels=None, classes=None):
+        test_images = train_images if test_images is None else test_images
+        test_labels = train_labels if test_labels is None else test_labels
+        arrays = dict(zip(datasets.STANDARD_FILE_NAMES, (train_images, train_labels, test_images, test_labels), strict=True))
+        files = {n: datasets.IdxFile(0x0800 + a.ndim, a.shape, write_idx(folder / n, a)) for n, a in arrays.items()}
+        name = f"fake-{len(datasets.DATASETS)}"
+        classes = classes or tuple(f"class {c}" for c in range(10))
+        datasets.register(datasets.DatasetSpec(name, name.title(), files, ("http://127.0.0.1:9/",), tuple(classes), **datasets.STANDARD_SPLITS))
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        datasets.unregister(name)
+
+
 # --- property-based fuzzing (tests/test_fuzz.py) -------------------------------------------------
 # "ci" (the default, part of make test): a fixed number of examples from a fixed seed, so a run is
 # reproducible and bounded; HYPOTHESIS_PROFILE=deep for a long randomized hunt.

@@ -1,4 +1,4 @@
-"""The hand-written training step against autograd (the independent reference), and bf16 training."""
+"""The hand-written ReLU step against autograd (the independent reference) and against the general engine, and bf16 training."""
 
 import copy
 
@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from mnist_lib import MLP, Config, train
-from mnist_lib.backprop import TrainStep, bf16_supported
-from mnist_lib.model import drop_mask
+from mnist_lib.backprop import ReluTrainStep as TrainStep
+from mnist_lib.engine import bf16_supported
+from mnist_lib.model import keep_mask
 from mnist_lib.train import make_optimizer, train_epoch
 
 
@@ -62,11 +63,13 @@ def test_step_updates_parameters_as_autograd_plus_adam():
 
 
 @pytest.mark.parametrize("p", [0.05, 0.3, 0.4, 0.9])
-def test_drop_mask_rate_matches_p(p):
+def test_keep_mask_drops_at_rate_p_and_scales_the_rest(p):
     torch.manual_seed(0)
     n = 2_000_000
-    rate = drop_mask((n,), p).float().mean().item()
+    mask = keep_mask((n,), p)
+    rate = (mask == 0).float().mean().item()
     assert abs(rate - p) < 5 * (p * (1 - p) / n) ** 0.5  # five standard errors
+    assert torch.all(mask[mask != 0] == torch.tensor(1 / (1 - p)))
 
 
 def test_step_keeps_units_at_rate_one_minus_p_and_scales_them():
@@ -81,7 +84,7 @@ def test_step_keeps_units_at_rate_one_minus_p_and_scales_them():
     grad_w = model.net[-1].weight.grad  # dW = g.T @ h: column j is zero exactly where unit j was dropped in every row
     assert grad_w.shape == (10, 1000)
     torch.manual_seed(1)
-    h = torch.ones(400, 1000).masked_fill_(drop_mask((400, 1000), 0.4), 0) / 0.6
+    h = torch.ones(400, 1000) * keep_mask((400, 1000), 0.4)
     assert abs((h != 0).float().mean().item() - 0.6) < 0.005
     logits = h @ model.net[-1].weight.t() + model.net[-1].bias
     g = (logits.softmax(1) - F.one_hot(torch.zeros(400, dtype=torch.long), 10)) / 400

@@ -10,7 +10,10 @@ import pytest
 from PIL import Image
 
 from mnist_lib.cli import main
-from mnist_lib.data import FILES, find_file, read_split
+from mnist_lib.data import find_file, read_split
+from mnist_lib.datasets import DATASETS
+
+FILES = DATASETS["mnist"].files  # MNIST's four IDX files
 
 
 def run_cli(capsys, *argv):

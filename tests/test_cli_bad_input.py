@@ -22,7 +22,10 @@ import safetensors.torch
 from PIL import Image
 from test_images import write_png
 
-from mnist_lib.data import FILES, find_file
+from mnist_lib.data import find_file
+from mnist_lib.datasets import DATASETS
+
+FILES = DATASETS["mnist"].files  # MNIST's four IDX files
 
 
 def tamper(model: Path, dst: Path, **config_changes) -> Path:

@@ -106,14 +106,16 @@ def test_defaults_are_the_reference_experiment_and_every_field_is_documented():
     c = Config()
     assert (c.epochs, c.batch_size, c.lr, c.weight_decay, c.hidden, c.dropout) == (25, 128, 5e-4, 5e-5, (512, 256, 128), (0.4, 0.3, 0.3))
     assert (c.lr_schedule, c.lr_factor, c.lr_patience, c.val_size, c.precision) == ("plateau", 0.5, 3, 6000, "fp32")
+    assert (c.dataset, c.optimizer, c.momentum, c.nesterov, c.activation, c.norm) == ("mnist", "adam", 0.0, False, "relu", "none")
     import dataclasses
 
     for f in dataclasses.fields(Config):
-        assert f.metadata["help"] and isinstance(f.metadata["choices"], tuple), f.name
-    assert dataclasses.fields(Config)[-1].metadata["choices"] == ("fp32", "bf16")
+        assert f.metadata["help"] and isinstance(Config.choices(f.name), tuple), f.name
+    assert Config.choices("precision") == ("fp32", "bf16")
+    assert Config.choices("dataset") == ("mnist", "fashion-mnist")
 
 
 def test_to_json_is_indented_and_from_json_names_its_errors():
-    assert Config().to_json().startswith('{\n  "epochs": 25,\n  "batch_size": 128,') and Config().to_json().endswith("}\n")
+    assert Config().to_json().startswith('{\n  "dataset": "mnist",\n  "epochs": 25,') and Config().to_json().endswith("}\n")
     with pytest.raises(UserError, match="^invalid config JSON: Expecting property name"):
         Config.from_json("{'lr': 1}")

@@ -9,9 +9,12 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mnist_lib.data import FILES, MIRRORS_ENV, download, ensure_files, find_file, load_idx, missing_message
+from mnist_lib.data import MIRRORS_ENV, download, ensure_files, find_file, load_idx, missing_message
+from mnist_lib.datasets import DATASETS
 from mnist_lib.errors import UserError
 from mnist_lib.paths import DATA_DIR_ENV
+
+FILES = DATASETS["mnist"].files  # MNIST's four IDX files
 
 LABELS = "t10k-labels-idx1-ubyte"
 
@@ -127,12 +130,14 @@ def test_each_failed_mirror_is_named_with_its_reason(tmp_path, serve):
 
 
 def test_mirrors_from_the_environment_are_trimmed_and_end_in_a_slash(monkeypatch):
-    from mnist_lib.data import MIRRORS, mirrors
+    from mnist_lib.data import mirrors
 
     monkeypatch.setenv(MIRRORS_ENV, " http://a/x, ,http://b/y/ ")
     assert mirrors() == ["http://a/x/", "http://b/y/"]
+    assert mirrors("fashion-mnist") == ["http://a/x/", "http://b/y/"]  # the override is for every dataset
     monkeypatch.delenv(MIRRORS_ENV)
-    assert mirrors() == list(MIRRORS)
+    assert mirrors() == list(DATASETS["mnist"].mirrors) == ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"]
+    assert mirrors("fashion-mnist") == ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]
 
 
 def test_missing_files_without_download_name_the_folder_and_files(tmp_path):

@@ -70,20 +70,18 @@ def test_find_file_prefers_uncompressed_then_gz(tmp_path):
 
 
 @pytest.mark.parametrize("top_label, ok", [(9, True), (10, False), (255, False)])
-def test_labels_outside_0_to_9_are_refused(tmp_path, monkeypatch, top_label, ok):
-    """The label-range check, reached with files whose checksums are registered for the test (real MNIST never fails it)."""
+def test_labels_outside_0_to_9_are_refused(tmp_path, fake_dataset, top_label, ok):
+    """The label-range check, reached with a registered synthetic dataset (real MNIST never fails it)."""
     import mnist_lib.data as data
 
     images = np.zeros((3, 28, 28), dtype=np.uint8)
     labels = np.array([0, 5, top_label], dtype=np.uint8)
-    for name, arr in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels)):
-        md5 = write_idx(tmp_path / name, arr)
-        monkeypatch.setitem(data.FILES, name, (data.FILES[name][0], arr.shape, md5))
+    name = fake_dataset(tmp_path, images, labels)
     if ok:
-        assert data.read_split("train", tmp_path)[1].tolist() == [0, 5, 9]
+        assert data.read_split("train", tmp_path, name)[1].tolist() == [0, 5, 9]
     else:
         with pytest.raises(UserError, match=f"train-labels-idx1-ubyte: label {top_label} outside 0-9"):
-            data.read_split("train", tmp_path)
+            data.read_split("train", tmp_path, name)
 
 
 def test_a_gzip_that_inflates_past_the_expected_size_stops_early(tmp_path):

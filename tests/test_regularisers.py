@@ -8,17 +8,20 @@ import torch
 import torch.nn.functional as F
 
 from mnist_lib import MLP, Config, train
-from mnist_lib.backprop import TrainStep
+from mnist_lib.backprop import ReluTrainStep
+from mnist_lib.engine import TrainStep
 from mnist_lib.errors import UserError
 from mnist_lib.train import make_optimizer, make_scheduler
 
 
-def step_for(model, cfg, **kw):
-    return TrainStep(model, make_optimizer(model, cfg, torch.device("cpu")), **kw)
+@pytest.fixture(params=[ReluTrainStep, TrainStep], ids=["hand-written", "autograd"])
+def step_for(request):
+    """step_for(model, cfg, **options): a training step of each engine, so every regulariser is checked on both."""
+    return lambda model, cfg, **kw: request.param(model, make_optimizer(model, cfg, torch.device("cpu")), **kw)
 
 
 @pytest.mark.parametrize("eps", [0.1, 0.3])
-def test_label_smoothing_matches_torch_cross_entropy(eps):
+def test_label_smoothing_matches_torch_cross_entropy(eps, step_for):
     torch.manual_seed(0)
     cfg = Config(hidden=(64,), dropout=(0.0,))
     model = MLP.from_config(cfg)
@@ -32,7 +35,7 @@ def test_label_smoothing_matches_torch_cross_entropy(eps):
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
 
 
-def test_input_dropout_matches_autograd_with_the_same_mask():
+def test_input_dropout_matches_autograd_with_the_same_mask(step_for):
     cfg = Config(hidden=(32,), dropout=(0.2,), input_dropout=0.25)
     torch.manual_seed(0)
     model = MLP.from_config(cfg)
@@ -49,7 +52,7 @@ def test_input_dropout_matches_autograd_with_the_same_mask():
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
 
 
-def test_max_norm_rescales_exactly_the_rows_over_the_cap():
+def test_max_norm_rescales_exactly_the_rows_over_the_cap(step_for):
     cfg = Config(hidden=(64, 32), dropout=(0.0, 0.0), lr=0.005)  # rows end up with norms 0.51-0.63: some over the cap, some under
     torch.manual_seed(0)
     a = MLP.from_config(cfg)

@@ -16,9 +16,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from mnist_lib.data import FILES, TEST_LOCK_ENV, find_file, read_split
+from mnist_lib.data import TEST_LOCK_ENV, find_file, read_split
+from mnist_lib.datasets import DATASETS
 from mnist_lib.errors import UserError
 from mnist_lib.sweep_spec import load_spec, refine_space
+
+FILES = DATASETS["mnist"].files  # MNIST's four IDX files
 
 TINY_BASE = {"epochs": 1, "hidden": [16], "dropout": [0.0], "batch_size": 64}
 
