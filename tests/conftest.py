@@ -1,5 +1,6 @@
-"""Shared fixtures. Tests that need the real MNIST files read MNIST_DATA_DIR and fail,
-with the message a user would get, when the data is not there; they never skip."""
+"""Shared fixtures. Tests that need the real data read MNIST_DATA_DIR (MNIST) and
+MNIST_DATA_ROOT (a folder holding mnist/ and fashion-mnist/) and fail, with the
+message a user would get, when the data is not there; they never skip."""
 
 from __future__ import annotations
 
@@ -20,17 +21,28 @@ from mnist_lib.data import data_dir, ensure_files
 from mnist_lib.errors import UserError
 
 
-@pytest.fixture(scope="session")
-def mnist_dir():
-    """The real data folder ($MNIST_DATA_DIR), verified; a clear failure if absent."""
+def verified_dir(dataset: str):
+    """A dataset's real data folder, verified; the user's clear message as a test failure if absent."""
     try:
-        ensure_files(allow_download=False, progress=False)
+        ensure_files(allow_download=False, progress=False, dataset=dataset)
         problem = None
     except UserError as e:
         problem = str(e)
     if problem:
         pytest.fail(problem, pytrace=False)
-    return data_dir()
+    return data_dir(dataset=dataset)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The real MNIST folder ($MNIST_DATA_DIR, else $MNIST_DATA_ROOT/mnist), verified."""
+    return verified_dir("mnist")
+
+
+@pytest.fixture(scope="session")
+def fashion_dir():
+    """The real Fashion-MNIST folder ($MNIST_DATA_ROOT/fashion-mnist), verified."""
+    return verified_dir("fashion-mnist")
 
 
 @pytest.fixture(scope="session")
