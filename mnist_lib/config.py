@@ -53,9 +53,9 @@ class Config:
     optimizer: str = _f("adam", "adam, adamw (decoupled weight decay) or sgd", OPTIMIZERS)
     lr: float = _f(5e-4, "learning rate (one-cycle's peak)")
     weight_decay: float = _f(
-        5e-5, "weight decay: for adam and sgd an L2 penalty added to the gradient, for adamw decoupled (w -= lr * wd * w)"
+        5e-5, "weight decay: for adam and sgd an L2 penalty added to the gradient, for adamw decoupled (lr * wd * w subtracted)"
     )
-    momentum: float = _f(0.0, "sgd only: momentum (0: plain SGD); one-cycle cycles it between 0.85 and 0.95 of this value")
+    momentum: float = _f(0.0, "sgd only: momentum (0: plain SGD); one-cycle cycles it between 0.85/0.95 of this value and the value")
     nesterov: bool = _f(False, "sgd only: Nesterov momentum (needs momentum > 0)")
     hidden: tuple[int, ...] = _f((512, 256, 128), "hidden layer widths, input to output")
     dropout: tuple[float, ...] = _f((0.4, 0.3, 0.3), "dropout rate after each hidden layer")
@@ -66,7 +66,7 @@ class Config:
     )
     lr_factor: float = _f(0.5, "ReduceLROnPlateau: multiply lr by this when val loss stalls")
     lr_patience: int = _f(3, "ReduceLROnPlateau: epochs without val-loss improvement first")
-    val_size: int = _f(6000, "validation examples held out of the 60k training set")
+    val_size: int = _f(6000, "validation examples held out of the dataset's training file (60k for MNIST)")
     split_seed: int = _f(0, "seed of the stratified train/validation split")
     seed: int = _f(0, "seed of weight init, shuffling and dropout")
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing: targets (1 - e) one-hot + e / 10 (0: off)")
@@ -78,7 +78,7 @@ class Config:
     aug_translate: float = _f(0.0, "augmentation: max shift per axis, pixels (0: off)")
     aug_elastic_alpha: float = _f(0.0, "augmentation: peak elastic displacement, pixels (0: off)")
     aug_elastic_sigma: float = _f(4.0, "augmentation: Gaussian smoothing of the elastic field, pixels")
-    precision: str = _f("fp32", "training arithmetic: fp32, or bf16 (bfloat16 matmuls; fp32 weights, loss and Adam)", PRECISIONS)
+    precision: str = _f("fp32", "training arithmetic: fp32, or bf16 (bfloat16 matmuls; fp32 weights, loss and optimizer)", PRECISIONS)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

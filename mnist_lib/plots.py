@@ -110,7 +110,7 @@ def plot_digit_grid(images: torch.Tensor, titles: Sequence[str], ncols: int = 8,
 def plot_misclassified(images: torch.Tensor, mistakes: pd.DataFrame, n: int = 32, ncols: int = 8, classes: Sequence[str] | None = None):
     """The `n` most confident mistakes: `images` is the split's raw images, `mistakes` from evaluate.misclassified."""
     top = mistakes.head(n)
-    names = class_names(classes, 1 + int(max(top["true"].max(), top["pred"].max(), default=0)))
+    names = class_names(classes, 1 + int(max(top["true"].max(), top["pred"].max())) if len(top) else 0)
     titles = [f"{names[t]}→{names[p]} ({c:.2f})" for t, p, c in zip(top["true"], top["pred"], top["confidence"], strict=True)]
     return plot_digit_grid(images[torch.tensor(top["index"].to_numpy())], titles, ncols, "Misclassified: true→predicted (confidence)")
 

@@ -105,7 +105,9 @@ def fake_dataset():
         files = {n: datasets.IdxFile(0x0800 + a.ndim, a.shape, write_idx(folder / n, a)) for n, a in arrays.items()}
         name = f"fake-{len(datasets.DATASETS)}"
         classes = classes or tuple(f"class {c}" for c in range(10))
-        datasets.register(datasets.DatasetSpec(name, name.title(), files, ("http://127.0.0.1:9/",), tuple(classes), **datasets.STANDARD_SPLITS))
+        datasets.register(
+            datasets.DatasetSpec(name, name.title(), files, ("http://127.0.0.1:9/",), tuple(classes), **datasets.STANDARD_SPLITS)
+        )
         names.append(name)
         return name
 

@@ -136,7 +136,11 @@ def test_mirrors_from_the_environment_are_trimmed_and_end_in_a_slash(monkeypatch
     assert mirrors() == ["http://a/x/", "http://b/y/"]
     assert mirrors("fashion-mnist") == ["http://a/x/", "http://b/y/"]  # the override is for every dataset
     monkeypatch.delenv(MIRRORS_ENV)
-    assert mirrors() == list(DATASETS["mnist"].mirrors) == ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"]
+    assert (
+        mirrors()
+        == list(DATASETS["mnist"].mirrors)
+        == ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"]
+    )
     assert mirrors("fashion-mnist") == ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]
 
 

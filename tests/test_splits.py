@@ -77,9 +77,9 @@ def test_training_code_never_reads_the_test_set(mnist_dir, monkeypatch):
 
     real = data_mod._read_split_cached
 
-    def guarded(directory, split):
+    def guarded(directory, split, dataset):
         assert split != "test", "the test set was read during training"
-        return real(directory, split)
+        return real(directory, split, dataset)
 
     monkeypatch.setattr(data_mod, "_read_split_cached", guarded)
     data = prepare_data(Config(), mnist_dir, max_train_samples=500)
