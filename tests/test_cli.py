@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -178,3 +179,32 @@ def test_ctrl_c_keeps_the_record_marked_interrupted_and_exits_130(tmp_path, caps
     assert summary["status"] == "interrupted" and summary["epochs_run"] == 1 and (tmp_path / "r" / "model.safetensors").is_file()
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "r"))
     assert code == 2 and "has status 'interrupted'" in err
+
+
+def test_data_command_on_fashion_mnist_names_its_classes(capsys, fashion_dir):
+    code, out, err = run_cli(capsys, "data", "--dataset", "fashion-mnist", "--no-download")  # found through $MNIST_DATA_ROOT
+    assert code == 0, err
+    assert f"data: Fashion-MNIST in {fashion_dir} (4 files, MD5 verified)" in out
+    assert "train 54000, validation 6000, test 10000" in out
+    rows = {line.rsplit(maxsplit=3)[0].strip(): line.split()[-3:] for line in out.splitlines()[3:]}
+    assert rows["Ankle boot"] == ["5400", "600", "1000"] and len(rows) == 10  # 6,000 per class, split 90/10
+
+
+def test_predict_with_a_fashion_model_names_its_classes(tmp_path, capsys, fashion_dir, mnist_dir):
+    """A digit photo given to a Fashion-MNIST model is still classified, in the model's own classes."""
+    run_dir = tmp_path / "fashion"
+    code, out, err = run_cli(capsys, "train", "--dataset", "fashion-mnist", "--epochs", "1", "--max-train-samples", "6000", "--hidden", "64",
+                             "--dropout", "0.1", "--lr", "2e-3", "--run-dir", str(run_dir), "--quiet", "--threads", "2")  # fmt: skip
+    assert code == 0, err
+    fashion_images, _ = read_split("test", fashion_dir, "fashion-mnist")
+    digits, _ = read_split("test", mnist_dir)
+    Image.fromarray(fashion_images[0].numpy()).save(tmp_path / "item.png")  # white on black, as the dataset stores it
+    Image.fromarray(255 - digits[0].numpy()).save(tmp_path / "digit.png")
+    code, out, err = run_cli(capsys, "predict", str(run_dir), str(tmp_path / "item.png"), str(tmp_path / "digit.png"))
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    names = DATASETS["fashion-mnist"].classes
+    assert len(lines) == 2 and all(re.search(r"\(class \d of Fashion-MNIST\) \(probability [01]\.\d{3}\)$", line) for line in lines)
+    for line in lines:  # predict's conversion is MNIST's (a 20 x 20 box), so only the naming is asserted, not the answer
+        name, index = re.search(r": (.+) \(class (\d) of", line).groups()
+        assert names[int(index)] == name

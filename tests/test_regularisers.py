@@ -1,5 +1,6 @@
 """Label smoothing, max-norm, input dropout and the learning-rate schedules, each against an independent computation."""
 
+import contextlib
 import copy
 import math
 
@@ -127,25 +128,59 @@ def test_sweep_files_and_the_cli_accept_the_new_fields(tmp_path, capsys, mnist_d
     from mnist_lib.cli import main
     from mnist_lib.sweep_spec import load_spec, refine_space
 
-    grid = {"lr_schedule": ["plateau", "onecycle"], "label_smoothing": [0.0, 0.1], "aug_rotate": [0.0, 10.0]}
+    grid = {"lr_schedule": ["plateau", "onecycle"], "label_smoothing": [0.0, 0.1], "aug_rotate": [0.0, 10.0],
+            "activation": ["relu", "gelu"], "norm": ["none", "batch"], "nesterov": [False, True]}  # fmt: skip
+    base = {"max_norm": 3.0, "input_dropout": 0.1, "aug_elastic_alpha": 2.0, "optimizer": "sgd", "momentum": 0.9, "dataset": "mnist"}
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"base": {"max_norm": 3.0, "input_dropout": 0.1, "aug_elastic_alpha": 2.0}, "grid": grid}))
+    path.write_text(yaml.safe_dump({"base": base, "grid": grid}))
     spec = load_spec(path)
     configs = [spec.config_for(p) for p in spec.grid_points()]
-    assert len(configs) == 8 and {c.lr_schedule for c in configs} == {"plateau", "onecycle"}
-    assert all(c.max_norm == 3.0 and c.aug_elastic_alpha == 2.0 for c in configs)
+    assert len(configs) == 64 and {c.lr_schedule for c in configs} == {"plateau", "onecycle"}
+    assert {(c.activation, c.norm, c.nesterov) for c in configs} == {
+        (a, n, v) for a in ("relu", "gelu") for n in ("none", "batch") for v in (False, True)
+    }
+    assert all(c.max_norm == 3.0 and c.aug_elastic_alpha == 2.0 and (c.optimizer, c.momentum) == ("sgd", 0.9) for c in configs)
     space = refine_space(spec, spec.grid_points()[:2])
-    assert "lr_schedule" in json.loads(space["_choice"]["choices"][0])  # strings are categorical in refinement
+    choice = json.loads(space["_choice"]["choices"][0])
+    assert {"lr_schedule", "activation", "norm", "nesterov"} <= set(choice)  # strings and booleans are categorical in refinement
     assert space["label_smoothing"]["type"] == "float"
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"grid": {"lr_schedule": ["plateau", "step"]}}))
-    with pytest.raises(UserError, match="lr_schedule must be one of"):
-        load_spec(bad)
+    for bad_grid, message in [
+        ({"lr_schedule": ["plateau", "step"]}, "lr_schedule must be one of plateau, cosine, onecycle"),
+        ({"activation": ["relu", "swish"]}, "activation must be one of relu, gelu, silu, tanh, leaky_relu, got 'swish'"),
+        ({"norm": ["group"]}, "norm must be one of none, batch, layer"),
+        ({"optimizer": ["adam", "rmsprop"]}, "optimizer must be one of adam, adamw, sgd"),
+        ({"dataset": ["kmnist"]}, "dataset must be one of mnist, fashion-mnist"),
+        ({"momentum": [0.0, 0.9]}, "momentum and nesterov are sgd's; adam has its own"),
+        ({"nesterov": ["yes"]}, "nesterov must be true or false"),
+    ]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({"grid": bad_grid}))
+        with pytest.raises(UserError, match=message):
+            load_spec(bad)
 
     run_dir = tmp_path / "run"
     code = main(["train", "--epochs", "1", "--max-train-samples", "500", "--hidden", "32", "--dropout", "0.1", "--lr-schedule", "cosine",
                  "--label-smoothing", "0.1", "--max-norm", "3", "--input-dropout", "0.1", "--aug-rotate", "10", "--aug-elastic-alpha", "2",
-                 "--run-dir", str(run_dir), "--quiet", "--threads", "2"])  # fmt: skip
+                 "--dataset", "mnist", "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--nesterov", "--activation", "gelu",
+                 "--norm", "layer", "--run-dir", str(run_dir), "--quiet", "--threads", "2"])  # fmt: skip
     assert code == 0
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["lr_schedule"] == "cosine" and cfg["label_smoothing"] == 0.1 and cfg["aug_elastic_alpha"] == 2.0
+    assert (cfg["dataset"], cfg["optimizer"], cfg["momentum"], cfg["nesterov"]) == ("mnist", "sgd", 0.9, True)
+    assert (cfg["activation"], cfg["norm"]) == ("gelu", "layer")
+    for flags, message in [
+        (["--momentum", "0.9"], "momentum and nesterov are sgd's; adam has its own"),
+        (["--optimizer", "sgd", "--nesterov"], "nesterov needs momentum > 0"),
+        (
+            ["--activation", "swish"],
+            "argument --activation: invalid choice: 'swish' (choose from 'relu', 'gelu', 'silu', 'tanh', 'leaky_relu')",
+        ),
+        (["--norm", "group"], "invalid choice: 'group'"),
+        (["--dataset", "kmnist"], "invalid choice: 'kmnist' (choose from 'mnist', 'fashion-mnist')"),
+    ]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) if "invalid choice" in message else contextlib.nullcontext():
+            assert main(["train", *flags, "--run-dir", str(tmp_path / "refused"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert not (tmp_path / "refused").exists()
