@@ -42,12 +42,12 @@ def interleave(fns: dict[str, Callable[[], object]], rounds: int, device: torch.
     return times
 
 
-def library_epoch(cfg: Config, data, precision: str, device: torch.device, threads: int | None = None):
-    """A function training one mnist_lib epoch (the step train() builds for `cfg`); sets `threads` on each call if given."""
+def library_epoch(cfg: Config, data, precision: str, device: torch.device, threads: int | None = None, engine: str = "auto"):
+    """A function training one mnist_lib epoch (the step train() builds for `cfg`, or the `engine` named); sets `threads` on each call if given."""
     torch.manual_seed(0)
     cfg = cfg.replace(precision=precision)
     model = MLP.from_config(cfg).to(device)
-    step, _ = build_step(model, cfg, data, device)
+    step, _ = build_step(model, cfg, data, device, engine)
     x = data.x_train.to(device, DTYPES[precision])
     y = data.y_train.to(device)
     gen = torch.Generator(device=device).manual_seed(0)

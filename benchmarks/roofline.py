@@ -10,10 +10,18 @@ efficiency = GEMM-only time / library epoch time. The first layer's grad-input i
 never needed (the images need no gradient) and the library skips it, so
 `efficiency_needed` also leaves it out of the GEMM time: the stricter figure.
 
-The library epoch is mnist_lib.train.train_epoch with backprop.TrainStep, as in
-training; the autograd-step epoch is the same loop written the usual way
-(model(x), F.cross_entropy, backward(), the same fused Adam), to show what the
-hand-written step buys. The torchvision-style epoch is benchmarks/epoch_speed.py's pipeline
+The library epoch is mnist_lib.train.train_epoch with the step train() builds:
+for the reference (relu, no norm) the hand-written backprop.ReluTrainStep. The
+general-engine epoch forces engine.TrainStep (autograd), the step every other
+activation and norm uses: `general_vs_hand_written` is its cost relative to the
+fast path, the number that decides whether the fast path stays. The
+autograd-step epoch is the loop written the usual way (model(x),
+F.cross_entropy, backward(), the same fused Adam), without the library.
+
+--baseline REV also times the library's epoch as it was at git revision REV
+(its mnist_lib, extracted to a temporary folder and imported as
+mnist_lib_baseline), so a change to the training step is judged against the old
+step in the same run: `vs_baseline` is the new epoch's time over the old one's. The torchvision-style epoch is benchmarks/epoch_speed.py's pipeline
 (per-sample PIL dataset, DataLoader, nn.Dropout, plain Adam, loss.item() per step),
 CPU only. bf16 is measured where the device runs it natively.
 
@@ -25,6 +33,15 @@ measurement on stdout (and --jsonl), the same rows as CSV with --csv.
 from __future__ import annotations
 
 import argparse
+import atexit
+import importlib
+import io
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +51,7 @@ from epoch_speed import torchvision_style_epoch
 from mnist_lib import Config, prepare_data
 from mnist_lib.engine import DTYPES, bf16_supported
 from mnist_lib.model import MLP
+from mnist_lib.paths import REPO_ROOT
 from mnist_lib.train import make_optimizer, select_device, set_threads
 
 
@@ -79,6 +97,31 @@ def autograd_epoch(cfg: Config, data, device: torch.device):
     return run
 
 
+def baseline_package(rev: str):
+    """mnist_lib as it was at git revision `rev`, imported under the name mnist_lib_baseline (it uses relative imports only)."""
+    folder = Path(tempfile.mkdtemp(prefix="mnist_lib_baseline_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", rev, "mnist_lib"], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    (folder / "mnist_lib").rename(folder / "mnist_lib_baseline")
+    sys.path.insert(0, str(folder))
+    return importlib.import_module("mnist_lib_baseline")
+
+
+def baseline_epoch(pkg, cfg: Config, data, precision: str, device: torch.device):
+    """One epoch of the baseline revision's training step for `cfg` (its own Config, model and build_step)."""
+    train_mod = importlib.import_module(f"{pkg.__name__}.train")  # the module: the package exports a function `train`
+    fields = set(pkg.Config.field_names())
+    old_cfg = pkg.Config.from_dict({k: v for k, v in cfg.to_dict().items() if k in fields}).replace(precision=precision)
+    torch.manual_seed(0)
+    model = pkg.MLP.from_config(old_cfg).to(device)
+    step, _ = train_mod.build_step(model, old_cfg, data, device)  # duck-typed Data: y_train, mean, std
+    x, y = data.x_train.to(device, DTYPES[precision]), data.y_train.to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    return lambda: train_mod.train_epoch(step, x, y, old_cfg.batch_size, gen)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
@@ -86,6 +129,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=Config.batch_size, help="batch size (default: the reference's)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     ap.add_argument("--no-torchvision-style", action="store_true", help="skip the slow torchvision-style epoch")
+    ap.add_argument("--baseline", metavar="REV", help="also time the training step of git revision REV, in the same rounds")
     ap.add_argument("--jsonl", help="also write the JSON lines to this file")
     ap.add_argument("--csv", help="also write the rows as CSV to this file")
     args = ap.parse_args()
@@ -97,11 +141,15 @@ def main() -> None:
     n = len(data.y_train)
     precisions = ["fp32"] + (["bf16"] if bf16_supported(device) else [])
 
+    baseline = baseline_package(args.baseline) if args.baseline else None
     fns = {}
     for prec in precisions:
         fns[f"gemm/{prec}"] = gemm_epoch(cfg, n, DTYPES[prec], device, needed_only=False)
         fns[f"gemm_needed/{prec}"] = gemm_epoch(cfg, n, DTYPES[prec], device, needed_only=True)
         fns[f"mnist_lib/{prec}"] = library_epoch(cfg, data, prec, device)
+        fns[f"general_engine/{prec}"] = library_epoch(cfg, data, prec, device, engine="autograd")
+        if baseline is not None:
+            fns[f"baseline/{prec}"] = baseline_epoch(baseline, cfg, data, prec, device)
     fns["autograd_step/fp32"] = autograd_epoch(cfg, data, device)
     if device.type == "cpu" and not args.no_torchvision_style:
         fns["torchvision_style/fp32"] = torchvision_style_epoch(cfg, data)
@@ -120,6 +168,12 @@ def main() -> None:
                 **common,
             }
         )
+    for prec in precisions:
+        ratio = paired_ratio(times[f"general_engine/{prec}"], times[f"mnist_lib/{prec}"])
+        rows.append({"measure": "general_vs_hand_written", "precision": prec, "ratio": round(ratio, 3), **common})
+        if args.baseline:
+            ratio = paired_ratio(times[f"mnist_lib/{prec}"], times[f"baseline/{prec}"])
+            rows.append({"measure": "vs_baseline", "precision": prec, "ratio": round(ratio, 3), "baseline": args.baseline, **common})
     ratio = paired_ratio(times["autograd_step/fp32"], times["mnist_lib/fp32"])
     rows.append({"measure": "speedup_vs_autograd_step", "precision": "fp32", "ratio": round(ratio, 2), **common})
     if "torchvision_style/fp32" in times:
