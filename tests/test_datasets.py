@@ -132,7 +132,7 @@ def test_fashion_mnist_learns_and_its_model_round_trips(fashion_dir, tmp_path):
     images, _ = read_split("train", fashion_dir, "fashion-mnist")
     pixels = images[data.train_idx].float() / 255
     assert data.mean == pytest.approx(pixels.mean().item(), rel=1e-5)  # Fashion-MNIST's own statistics, not MNIST's 0.1307
-    assert abs(data.mean - 0.2860) < 0.003 and abs(data.std - 0.3530) < 0.003
+    assert abs(data.mean - 0.2859) < 0.003 and abs(data.std - 0.3529) < 0.003
     result = train(cfg, data, device="cpu", threads=2, progress=False)
     assert result.best_val_acc > 0.75
     save_model(tmp_path / "m.safetensors", result.model, cfg, data.mean, data.std)
