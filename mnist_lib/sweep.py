@@ -21,57 +21,18 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import socket
 import time
 from pathlib import Path
 
 from .data import TEST_LOCK_ENV
 from .errors import UserError
-from .paths import NOTEBOOKS_DIR, RESULTS_DIR
+from .paths import NOTEBOOKS_DIR
 from .runs import read_summary
+from .sweep_report import write_report
 from .sweep_spec import SweepSpec, decode_choice, refine_space
+from .sweep_store import GRID, REFINE, counts, open_study, quiet_optuna, storage_url, sweep_dir
 
-GRID, REFINE = "grid", "refine"
-
-
-def sweep_dir(spec: SweepSpec) -> Path:
-    return RESULTS_DIR / "sweeps" / spec.name
-
-
-def storage_url(spec: SweepSpec) -> str:
-    return spec.storage or f"sqlite:///{sweep_dir(spec) / 'study.db'}"
-
-
-def _quiet_optuna():
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna
-
-
-def open_study(spec: SweepSpec, stage: str, worker_index: int = 0):
-    """The study of one stage (created on first use); grid values are JSON-encoded categoricals."""
-    optuna = _quiet_optuna()
-    if stage == GRID:  # grid points are enqueued by the coordinator; workers only claim them
-        sampler = optuna.samplers.RandomSampler(seed=spec.seed)
-    else:
-        # one worker on one machine: reproducible; otherwise each process draws its own stream, or
-        # parallel workers (here or on other machines) would propose the same first points
-        alone = spec.workers == 1 and not spec.storage
-        seed = spec.seed if alone else hash((spec.seed, worker_index, os.getpid(), socket.gethostname())) % 2**31
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(1, spec.refine_trials // 3)))
-    try:
-        return optuna.create_study(
-            storage=storage_url(spec), study_name=f"{spec.name}:{stage}", sampler=sampler, direction="maximize", load_if_exists=True
-        )
-    except ImportError as e:
-        raise UserError(
-            f"storage {spec.storage}: no database driver for it ({e.__cause__ or e}); e.g. pip install psycopg2-binary"
-        ) from None
-    except Exception as e:  # sqlalchemy's OperationalError and friends: unreachable or refused
-        if type(e).__module__.startswith("sqlalchemy"):
-            raise UserError(f"storage {storage_url(spec)}: {str(e).splitlines()[0]}") from None
-        raise
+__all__ = ["GRID", "REFINE", "open_study", "over_budget", "run_sweep", "sweep_dir"]
 
 
 def _suggest(trial, spec: SweepSpec, stage: str, space: dict) -> dict:
@@ -121,7 +82,7 @@ def run_trial(spec: SweepSpec, config, name: str) -> dict:
 
 
 def _objective(spec: SweepSpec, stage: str, space: dict):
-    optuna = _quiet_optuna()
+    optuna = quiet_optuna()
 
     def objective(trial) -> float:
         start = time.perf_counter()
@@ -161,11 +122,6 @@ def _finished(study) -> list:
     from optuna.trial import TrialState
 
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)) if counts(t)]
-
-
-def counts(trial) -> bool:
-    """Whether a trial counts: not pruned (it lost a race for a slot) and not killed (its point was re-queued)."""
-    return trial.state.name != "PRUNED" and not trial.user_attrs.get("killed")
 
 
 def over_budget(trial, budget: int) -> bool:
@@ -231,7 +187,7 @@ def _run_stage(spec: SweepSpec, stage: str, workers: int) -> None:
 
 def _delete_sweep(spec: SweepSpec, keep) -> None:
     """Remove both stages' studies and every output except the held lock file."""
-    optuna = _quiet_optuna()
+    optuna = quiet_optuna()
     for stage in (GRID, REFINE):
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=f"{spec.name}:{stage}", storage=storage_url(spec))
@@ -249,8 +205,6 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, recover: bool | None 
     (--recover) only when no worker runs anywhere. `overwrite` deletes the
     sweep's earlier trials and outputs first, to start afresh.
     """
-    from .sweep_report import write_report
-
     out = sweep_dir(spec)
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or spec.workers

@@ -12,8 +12,8 @@ from . import plots
 from .config import Config
 from .files import read_json
 from .runs import atomic_write, write_json
-from .sweep import GRID, REFINE, counts, open_study, sweep_dir
 from .sweep_spec import SweepSpec
+from .sweep_store import GRID, REFINE, counts, open_study, sweep_dir
 
 STATUS = {"COMPLETE": "completed", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting", "PRUNED": "skipped"}
 

@@ -225,7 +225,7 @@ def test_a_second_sweep_on_the_same_folder_is_refused_then_overwrite_starts_afre
 
     from mnist_lib.sweep import run_sweep
 
-    monkeypatch.setattr("mnist_lib.sweep.RESULTS_DIR", sweep_env / "results")  # paths are read at import; this process's too
+    monkeypatch.setattr("mnist_lib.sweep_store.RESULTS_DIR", sweep_env / "results")  # paths are read at import; this process's too
 
     common = {"name": "ow", "workers": 1, "base": TINY_BASE, "trial": {"executor": "library", "max_train_samples": 500}}
     first = write_sweep(sweep_env / "ow.yaml", grid={"lr": [1e-3]}, **common)

@@ -1,0 +1,64 @@
+"""Where a sweep's Optuna studies live and how to open them: shared by the runner (sweep.py) and the report (sweep_report.py).
+
+    study = open_study(spec, GRID)      # created on first use, in results/sweeps/<name>/study.db unless spec.storage
+    [t for t in study.get_trials() if counts(t)]   # the trials that count (not pruned, not killed and re-queued)
+
+Imports point one way: sweep -> sweep_report -> sweep_store -> sweep_spec.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from .errors import UserError
+from .paths import RESULTS_DIR
+from .sweep_spec import SweepSpec
+
+GRID, REFINE = "grid", "refine"
+
+
+def sweep_dir(spec: SweepSpec) -> Path:
+    return RESULTS_DIR / "sweeps" / spec.name
+
+
+def storage_url(spec: SweepSpec) -> str:
+    return spec.storage or f"sqlite:///{sweep_dir(spec) / 'study.db'}"
+
+
+def quiet_optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def open_study(spec: SweepSpec, stage: str, worker_index: int = 0):
+    """The study of one stage (created on first use); grid values are JSON-encoded categoricals."""
+    optuna = quiet_optuna()
+    if stage == GRID:  # grid points are enqueued by the coordinator; workers only claim them
+        sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+    else:
+        # one worker on one machine: reproducible; otherwise each process draws its own stream, or
+        # parallel workers (here or on other machines) would propose the same first points
+        alone = spec.workers == 1 and not spec.storage
+        seed = spec.seed if alone else hash((spec.seed, worker_index, os.getpid(), socket.gethostname())) % 2**31
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(1, spec.refine_trials // 3)))
+    try:
+        return optuna.create_study(
+            storage=storage_url(spec), study_name=f"{spec.name}:{stage}", sampler=sampler, direction="maximize", load_if_exists=True
+        )
+    except ImportError as e:
+        raise UserError(
+            f"storage {spec.storage}: no database driver for it ({e.__cause__ or e}); e.g. pip install psycopg2-binary"
+        ) from None
+    except Exception as e:  # sqlalchemy's OperationalError and friends: unreachable or refused
+        if type(e).__module__.startswith("sqlalchemy"):
+            raise UserError(f"storage {storage_url(spec)}: {str(e).splitlines()[0]}") from None
+        raise
+
+
+def counts(trial) -> bool:
+    """Whether a trial counts: not pruned (it lost a race for a slot) and not killed (its point was re-queued)."""
+    return trial.state.name != "PRUNED" and not trial.user_attrs.get("killed")
