@@ -12,7 +12,7 @@ from . import plots
 from .config import Config
 from .files import read_json
 from .runs import atomic_write, write_json
-from .sweep_spec import SweepSpec
+from .sweep_spec import SweepSpec, expand
 from .sweep_store import GRID, REFINE, counts, open_study, sweep_dir
 
 STATUS = {"COMPLETE": "completed", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting", "PRUNED": "skipped"}
@@ -26,7 +26,7 @@ def trials_table(spec: SweepSpec) -> pd.DataFrame:
         for t in open_study(spec, stage).get_trials(deepcopy=False):
             if not counts(t):
                 continue
-            point = t.user_attrs.get("point", {})
+            point = expand(t.user_attrs.get("point", {}))  # a bundle's fields get their own columns
             train_seconds = t.user_attrs.get("train_seconds")
             record = sweep_dir(spec) / "runs" / f"{stage}-{t.number:04d}" / "summary.json"
             if train_seconds is None and record.is_file():  # sweeps from before this attribute was kept

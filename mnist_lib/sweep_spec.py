@@ -11,6 +11,9 @@ A sweep file (field names are Config's):
     grid:                       # stage 1: every combination
       lr: [5.0e-4, 1.0e-3]
       weight_decay: [0.0, 5.0e-5]
+      optimizer:                # a value may be a mapping: it sets its key's field and companions (over base) together
+        - {optimizer: adam}
+        - {optimizer: sgd, momentum: 0.9}
     refine: {trials: 4, top: 2} # stage 2: `trials` TPE trials inside the ranges spanned by the best `top` grid points
     trial: {executor: papermill, max_train_samples: 0, threads: 1}
     workers: 2                  # parallel worker processes (default: one per CPU core)
@@ -58,7 +61,15 @@ class SweepSpec:
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.grid[n] for n in names))]
 
     def config_for(self, point: dict[str, Any]) -> Config:
-        return Config.from_dict({**self.base, **point})
+        return Config.from_dict({**self.base, **expand(point)})
+
+
+def expand(point: dict[str, Any]) -> dict[str, Any]:
+    """A grid point as Config fields: a mapping value (a bundle, e.g. an optimizer with its own lr) sets all its fields."""
+    out: dict[str, Any] = {}
+    for name, value in point.items():
+        out.update(value if isinstance(value, dict) else {name: value})
+    return out
 
 
 def _need(ok: bool, path: str, msg: str) -> None:
@@ -102,8 +113,14 @@ def load_spec(path: str | Path) -> SweepSpec:
     for name, values in grid.items():
         _need(isinstance(values, list) and values, p, f"grid.{name} must be a non-empty list of values")
         encoded = [_json_value(v) for v in values]
-        _need(None not in encoded, p, f"grid.{name} holds a value that is not a number, string or list: {values!r:.80}")
+        _need(None not in encoded, p, f"grid.{name} holds a value that is not a number, string, list or mapping: {values!r:.80}")
         _need(len(set(encoded)) == len(values), p, f"grid.{name} repeats a value")
+        for bundle in (v for v in values if isinstance(v, dict)):
+            _need(name in bundle, p, f"grid.{name}: a mapping value must set {name} itself, got {json.dumps(bundle)[:80]}")
+            bad = sorted(map(str, set(bundle) - fields))
+            _need(not bad, p, f"grid.{name}: unknown field(s) {', '.join(bad)}")
+            clash = sorted(map(str, set(bundle) & set(grid) - {name}))  # over base it wins: it is the more specific
+            _need(not clash, p, f"grid.{name}: field(s) {', '.join(clash)} also searched by their own grid key")
     _need(not set(base) & set(grid), p, f"field(s) both fixed and searched: {', '.join(sorted(set(base) & set(grid)))}")
     refine = raw.get("refine") or {}
     trial = raw.get("trial") or {}
@@ -147,8 +164,9 @@ def refine_space(spec: SweepSpec, best: list[dict[str, Any]]) -> dict[str, dict]
     from the grid value just below the lowest of the best points to the one just
     above the highest, one grid step further where a best point sits on the
     edge of the grid (log scale when all values are positive). Any other field
-    (lists such as hidden/dropout, or one-value fields) becomes one categorical
-    choice among the combinations the best points used.
+    (lists such as hidden/dropout, strings, booleans, bundles, or one-value
+    fields) becomes one categorical choice among the combinations the best
+    points used.
     """
     space: dict[str, dict] = {}
     categorical = []

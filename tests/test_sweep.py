@@ -19,7 +19,7 @@ import yaml
 from mnist_lib.data import TEST_LOCK_ENV, find_file, read_split
 from mnist_lib.datasets import DATASETS
 from mnist_lib.errors import UserError
-from mnist_lib.sweep_spec import load_spec, refine_space
+from mnist_lib.sweep_spec import decode_choice, expand, load_spec, refine_space
 
 FILES = DATASETS["mnist"].files  # MNIST's four IDX files
 
@@ -69,9 +69,30 @@ def test_grid_expansion(tmp_path):
     assert spec.config_for(points[0]).hidden == (16,) and spec.name == "g"
 
 
+def test_a_bundle_sets_its_field_and_companions_together(tmp_path):
+    """A mapping grid value: an optimizer with its own lr and momentum, over base's lr; its fields become trials.csv columns."""
+    bundles = [{"optimizer": "adam"}, {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True}]
+    spec = load_spec(
+        write_sweep(tmp_path / "b.yaml", base={**TINY_BASE, "lr": 1e-3}, grid={"optimizer": bundles, "activation": ["relu", "gelu"]})
+    )
+    configs = [spec.config_for(p) for p in spec.grid_points()]
+    assert sorted((c.optimizer, c.lr, c.momentum, c.nesterov, c.activation) for c in configs) == [
+        ("adam", 1e-3, 0.0, False, "gelu"), ("adam", 1e-3, 0.0, False, "relu"),
+        ("sgd", 0.05, 0.9, True, "gelu"), ("sgd", 0.05, 0.9, True, "relu"),
+    ]  # fmt: skip
+    assert expand({"optimizer": bundles[1], "norm": "batch"}) == {**bundles[1], "norm": "batch"}
+    best = [p for p in spec.grid_points() if p["optimizer"] == bundles[1]]
+    space = refine_space(spec, best)
+    assert [decode_choice({"_choice": c}) for c in space["_choice"]["choices"]] == best
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
+        ({"grid": {"optimizer": [{"lr": 0.1}]}}, "a mapping value must set optimizer itself"),
+        ({"grid": {"optimizer": [{"optimizer": "sgd", "speed": 1}]}}, "grid.optimizer: unknown field"),
+        ({"grid": {"optimizer": [{"optimizer": "sgd", "lr": 0.1}], "lr": [0.1, 0.2]}}, "lr also searched by their own grid key"),
+        ({"grid": {"optimizer": [{"optimizer": "adam", "momentum": 0.9}]}}, "momentum and nesterov are sgd's"),
         ({"grid": {"learning_rate": [1e-3]}}, "unknown field"),
         ({"grid": {}}, "'grid' must map"),
         ({"grid": {"lr": []}}, "non-empty list"),
