@@ -172,8 +172,9 @@ def main() -> None:
         ratio = paired_ratio(times[f"general_engine/{prec}"], times[f"mnist_lib/{prec}"])
         rows.append({"measure": "general_vs_hand_written", "precision": prec, "ratio": round(ratio, 3), **common})
         if args.baseline:
-            ratio = paired_ratio(times[f"mnist_lib/{prec}"], times[f"baseline/{prec}"])
-            rows.append({"measure": "vs_baseline", "precision": prec, "ratio": round(ratio, 3), "baseline": args.baseline, **common})
+            for measure, name in (("vs_baseline", "mnist_lib"), ("general_vs_baseline", "general_engine")):
+                ratio = paired_ratio(times[f"{name}/{prec}"], times[f"baseline/{prec}"])
+                rows.append({"measure": measure, "precision": prec, "ratio": round(ratio, 3), "baseline": args.baseline, **common})
     ratio = paired_ratio(times["autograd_step/fp32"], times["mnist_lib/fp32"])
     rows.append({"measure": "speedup_vs_autograd_step", "precision": "fp32", "ratio": round(ratio, 2), **common})
     if "torchvision_style/fp32" in times:

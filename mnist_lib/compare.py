@@ -45,11 +45,12 @@ def load_seed_runs(folder: str | Path) -> SeedRuns:
 
 
 def results_table(folders: dict[str, str | Path]) -> pd.DataFrame:
-    """One row per config: params, epochs, seeds, training minutes per seed, val and test accuracy (%) mean and std."""
+    """One row per config: dataset, params, epochs, seeds, training minutes per seed, val and test accuracy (%) mean and std."""
     rows = []
     for label, folder in folders.items():
         s = load_seed_runs(folder).summary
-        row = {"config": label, "params": s["params"], "epochs": s["config"]["epochs"], "seeds": s["n_seeds"]}
+        dataset = s["config"].get("dataset", "mnist")  # records from before the dataset field are MNIST's
+        row = {"config": label, "dataset": dataset, "params": s["params"], "epochs": s["config"]["epochs"], "seeds": s["n_seeds"]}
         row["minutes_per_seed"] = s["train_seconds_mean"] / 60
         for key in ("val_acc", "test_acc"):
             row[f"{key}_mean"] = 100 * s[f"{key}_mean"] if f"{key}_mean" in s else float("nan")

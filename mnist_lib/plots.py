@@ -206,8 +206,8 @@ def plot_compared_curves(histories: dict[str, dict[int, pd.DataFrame]]):
             mean = frame[metric].mean()
             line = ax.plot(mean.index, mean, label=f"{label} ({len(runs)} seeds)")[0]
             ax.fill_between(mean.index, frame[metric].min(), frame[metric].max(), color=line.get_color(), alpha=0.2)
-    best = max(pd.concat(runs.values())["val_acc"].max() for runs in histories.values())
-    axes[0].set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy", ylim=(best - 0.025, best + 0.002))
+    bests = [pd.concat(runs.values())["val_acc"].max() for runs in histories.values()]  # each config's best, e.g. MNIST's and Fashion's
+    axes[0].set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy", ylim=(min(bests) - 0.025, max(bests) + 0.002))
     axes[1].set(xlabel="epoch", ylabel="cross-entropy loss", title="Validation loss", yscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)

@@ -36,7 +36,7 @@ def test_table_agrees_with_each_seed_record(seed_folders):
         seeds = pd.read_csv(seed_folders / label / "summary.csv")
         row = table.loc[label]
         assert row["params"] == count_params(MLP(cfg.hidden, cfg.dropout))
-        assert row["epochs"] == 2 and row["seeds"] == len(seeds)
+        assert row["epochs"] == 2 and row["seeds"] == len(seeds) and row["dataset"] == "mnist"
         assert row["val_acc_mean"] == pytest.approx(100 * seeds["best_val_acc"].mean())
         assert row["val_acc_std"] == pytest.approx(100 * seeds["best_val_acc"].std(ddof=1))
         assert row["minutes_per_seed"] == pytest.approx(seeds["train_seconds"].mean() / 60)
