@@ -4,7 +4,8 @@
     # UserError: training needs at least 5.0 TB on cpu (79,500,000,010 parameters: ...) but 24.6 GB is available; ...
 
 The estimate counts what training holds for certain: the weights, their
-gradients, Adam's two moment buffers and the best-epoch copy (5 x 4 bytes per
+gradients, the optimizer's state (Adam and AdamW: two moment buffers; SGD: a
+momentum buffer if momentum is on) and the best-epoch copy (3 to 5 x 4 bytes per
 parameter, plus a bf16 copy of the weights under bf16), and the widest
 activations of a training and an evaluation batch. It is a lower bound, so a
 refusal is certain; a run that passes it can still run out, which train_and_record
@@ -22,7 +23,8 @@ from .errors import UserError
 from .evaluate import EVAL_BATCH
 from .model import MLP, count_params
 
-FP32_COPIES = 5  # weights, gradients, Adam's exp_avg and exp_avg_sq, the best-epoch state_dict
+FP32_COPIES = 3  # weights, gradients, the best-epoch state_dict; plus the optimizer's state:
+OPTIMIZER_STATE = {"adam": 2, "adamw": 2, "sgd": 1}  # exp_avg and exp_avg_sq; SGD's momentum buffer (none at momentum 0)
 ACTIVATION_COPIES = 3  # per hidden unit of a training batch: activation, its gradient, the dropout product
 
 
@@ -30,7 +32,8 @@ def training_bytes(config: Config) -> tuple[int, int]:
     """(parameters, bytes) that training `config` holds at least, without allocating the model."""
     with torch.device("meta"):  # shapes only: no memory, whatever the widths
         params = count_params(MLP.from_config(config))
-    per_param = 4 * FP32_COPIES + (2 if config.precision == "bf16" else 0)
+    state = OPTIMIZER_STATE[config.optimizer] if config.optimizer != "sgd" or config.momentum > 0 else 0
+    per_param = 4 * (FP32_COPIES + state) + (2 if config.precision == "bf16" else 0)
     widest = max(config.hidden, default=0)
     activations = 4 * widest * (ACTIVATION_COPIES * config.batch_size + EVAL_BATCH)
     return params, params * per_param + activations

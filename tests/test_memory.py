@@ -21,6 +21,9 @@ def test_estimate_counts_parameters_and_their_copies():
     activations = 4 * 300 * (3 * 50 + 8192)
     assert needed == 20 * params + activations
     assert training_bytes(cfg.replace(precision="bf16"))[1] == needed + 2 * params
+    assert training_bytes(cfg.replace(optimizer="adamw"))[1] == needed  # two moment buffers, as Adam
+    assert training_bytes(cfg.replace(optimizer="sgd", lr=0.1))[1] == needed - 8 * params  # no state at momentum 0
+    assert training_bytes(cfg.replace(optimizer="sgd", lr=0.1, momentum=0.9))[1] == needed - 4 * params  # one momentum buffer
 
 
 def test_estimate_of_a_huge_model_allocates_nothing():
