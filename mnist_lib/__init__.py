@@ -1,10 +1,12 @@
-"""mnist_lib: fully connected networks on MNIST, from verified data to run records.
+"""mnist_lib: fully connected networks on MNIST-style datasets, from verified data to run records.
 
     from mnist_lib import Config, prepare_data, train
     result = train(Config(epochs=5), prepare_data(Config()))
+    cfg = Config(dataset="fashion-mnist", optimizer="sgd", lr=0.05, momentum=0.9, activation="gelu", norm="batch")
 
-Modules: config (hyperparameters), data (IDX files), splits (train/val, normalization),
-model (MLP), augment (batch augmentation), backprop (training step), train (loop),
+Modules: config (hyperparameters), datasets (the registry), data (IDX files), splits
+(train/val, normalization), model (MLP), augment (batch augmentation), engine (the
+autograd training step), backprop (its hand-written ReLU fast path), train (loop),
 evaluate (metrics), runs (records), plots (figures), experiment (run end to end, over
 seeds), compare (multi-seed results side by side), cli (python -m mnist_lib).
 """
