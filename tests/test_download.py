@@ -125,6 +125,10 @@ def test_each_failed_mirror_is_named_with_its_reason(tmp_path, serve):
         download(LABELS, tmp_path / "a" / "b", [url], progress=False)  # nested folders are created
     assert f"{url}{LABELS}.gz: File not found" in str(err.value)  # the HTTP reason, not the exception's repr
     assert (tmp_path / "a" / "b").is_dir()
+    dead = closed_port_url()
+    with pytest.raises(UserError) as err:
+        download(LABELS, tmp_path / "d", [url, dead], progress=False)
+    assert f"({url}{LABELS}.gz: File not found; {dead}{LABELS}.gz: " in str(err.value)  # every mirror, in order, "; " apart
     with pytest.raises(UserError, match="download failed \\(no mirrors configured\\)"):
         download(LABELS, tmp_path / "c", [], progress=False)
 

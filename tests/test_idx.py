@@ -126,3 +126,15 @@ def test_a_gzip_bomb_is_never_inflated_in_memory(tmp_path):
     (tmp_path / "x.gz").write_bytes(b"".join(z.compress(chunk) for _ in range(300)) + z.flush())
     with memory_cap(64 * 2**20), pytest.raises(UserError, match="more than the 1584 bytes"):
         load_idx(tmp_path / "x.gz", "x", (2051, (2, 28, 28), "0" * 32))
+
+
+def test_read_split_refuses_an_unknown_split_and_a_locked_test_set(tmp_path, monkeypatch):
+    """Both before any file is opened: the folder here is empty."""
+    from mnist_lib.data import TEST_LOCK_ENV, read_split
+
+    with pytest.raises(UserError, match=r"^unknown split 'valid'; choose 'train' or 'test'$"):
+        read_split("valid", tmp_path)
+    monkeypatch.setenv(TEST_LOCK_ENV, "1")
+    locked = r"^the test set is locked \(MNIST_TEST_LOCKED is set, as in every sweep worker\): tuning selects on validation only$"
+    with pytest.raises(UserError, match=locked):
+        read_split("test", tmp_path)
