@@ -55,6 +55,8 @@ class TrainStep:
         self.max_norm_layers = max_norm_layers if max_norm_layers is not None else _hidden_linears(model)
         self.scheduler = scheduler
         self.augment = augment
+        # BatchNorm cannot normalize a batch of one example: train_epoch skips such a last batch
+        self.min_batch = 2 if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) else 1
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward on (x, y), filling each parameter's .grad; returns (summed loss, correct count)."""

@@ -154,6 +154,8 @@ def train(
     result = TrainResult(model=model, device=str(dev), threads=n_threads)
     best_state = None
     n = len(data.y_train)
+    if step.min_batch > 1 and n % config.batch_size == 1:
+        n -= 1  # train_epoch skips a last batch of one example under BatchNorm
     start = time.perf_counter()
 
     bar = tqdm(range(1, config.epochs + 1), desc="epochs", unit="ep", disable=not progress)
@@ -200,11 +202,16 @@ def train_epoch(step: TrainStep, x: torch.Tensor, y: torch.Tensor, batch_size: i
     """One pass over a fresh permutation of (x, y); returns the summed loss and the correct count.
 
     The running sums stay on the device: one host sync per epoch, none per step.
+    Under BatchNorm a last batch of a single example is skipped (its batch statistics
+    are undefined), so at most one example per epoch goes unseen and the sums leave it out.
     """
     perm = torch.randperm(len(y), device=x.device, generator=gen)
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), dtype=torch.long, device=x.device)
-    for idx in perm.split(batch_size):
+    batches = perm.split(batch_size)
+    if len(batches[-1]) < step.min_batch:  # a last batch of one example under BatchNorm: skipped, not counted
+        batches = batches[:-1]
+    for idx in batches:
         batch_loss, batch_correct = step(x.index_select(0, idx), y.index_select(0, idx))
         loss_sum += batch_loss
         correct += batch_correct

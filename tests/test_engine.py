@@ -261,3 +261,18 @@ def test_the_engine_trains_any_module_not_only_an_mlp():
         F.cross_entropy(ref(x), y).backward()
         opt.step()
     assert_same_state(model, ref)
+
+
+def test_batchnorm_skips_a_last_batch_of_one_and_refuses_batch_size_one(small_data):
+    from mnist_lib.errors import UserError
+    from mnist_lib.splits import Data as D
+
+    cfg = Config(**SMALL, norm="batch", epochs=1, batch_size=64)
+    subset = D(small_data.x_train[:129], small_data.y_train[:129], small_data.x_val, small_data.y_val, 0.0, 1.0, "", None, None)
+    result = train(cfg, subset, device="cpu", threads=1, progress=False)  # 64 + 64 + 1: the single example is skipped
+    assert result.status == "completed"
+    assert 0 <= result.history[0]["train_acc"] <= 1
+    for model, min_batch in ((MLP.from_config(cfg), 2), (MLP(), 1)):
+        assert TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1)).min_batch == min_batch
+    with pytest.raises(UserError, match="norm batch needs batch_size >= 2"):
+        Config(norm="batch", batch_size=1)
