@@ -117,7 +117,9 @@ class Config:
             f"momentum and nesterov are sgd's; {self.optimizer} has its own (Adam's beta1), so leave them at 0 and false",
         )
         need(not self.nesterov or self.momentum > 0, "nesterov needs momentum > 0")
-        need(self.norm != "batch" or self.batch_size >= 2, "norm batch needs batch_size >= 2 (batch statistics of one example are undefined)")
+        need(
+            self.norm != "batch" or self.batch_size >= 2, "norm batch needs batch_size >= 2 (batch statistics of one example are undefined)"
+        )
         spec = datasets.DATASETS[self.dataset]
         lo, hi = spec.n_classes, spec.n_train - spec.n_classes  # at least one example per class on each side, on average
         need(lo <= self.val_size <= hi, f"val_size must be in [{lo}, {hi}] for {self.dataset}, got {self.val_size}")

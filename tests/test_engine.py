@@ -265,10 +265,9 @@ def test_the_engine_trains_any_module_not_only_an_mlp():
 
 def test_batchnorm_skips_a_last_batch_of_one_and_refuses_batch_size_one(small_data):
     from mnist_lib.errors import UserError
-    from mnist_lib.splits import Data as D
 
     cfg = Config(**SMALL, norm="batch", epochs=1, batch_size=64)
-    subset = D(small_data.x_train[:129], small_data.y_train[:129], small_data.x_val, small_data.y_val, 0.0, 1.0, "", None, None)
+    subset = Data(small_data.x_train[:129], small_data.y_train[:129], small_data.x_val, small_data.y_val, 0.0, 1.0, "", None, None)
     result = train(cfg, subset, device="cpu", threads=1, progress=False)  # 64 + 64 + 1: the single example is skipped
     assert result.status == "completed"
     assert 0 <= result.history[0]["train_acc"] <= 1
