@@ -39,7 +39,7 @@ def statuses() -> dict[str, str]:
     return out
 
 
-def summarize(by_name: dict[str, str]) -> dict:
+def summarize(by_name: dict[str, str], source_commit: str | None = None) -> dict:
     modules: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for name, status in by_name.items():
         modules[name.split(".")[1]][status] += 1
@@ -57,6 +57,7 @@ def summarize(by_name: dict[str, str]) -> dict:
         "machine": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "source_commit": source_commit,  # the revision of mnist_lib that was mutated, when it is not the working tree's
         "checked": sum(n for s, n in total.items() if s != "not checked"),
         "complete": total["not checked"] == 0,  # False: the run was stopped before every mutant was tried
         "modules": {m: {**dict(c), "score": score(c)} for m, c in sorted(modules.items())},
@@ -67,11 +68,12 @@ def summarize(by_name: dict[str, str]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="results/mutation", help="folder for summary.json and survivors.md")
+    p.add_argument("--source-commit", help="the git revision mutants/ was generated from, recorded in summary.json")
     args = p.parse_args()
     by_name = statuses()
     if not by_name:
         sys.exit("no mutmut results: run `make mutate` (mutmut run) first")
-    summary = summarize(by_name)
+    summary = summarize(by_name, args.source_commit)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
