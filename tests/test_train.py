@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mnist_lib import Config, evaluate, train
+from mnist_lib import MLP, Config, evaluate, train
 from mnist_lib.train import METRIC_COLUMNS, select_device
 
 QUICK = Config(epochs=2, batch_size=64, lr=2e-3, hidden=(256, 128), dropout=(0.1, 0.1))
@@ -133,3 +133,61 @@ def test_build_step_passes_every_option_to_the_step(small_data):
     assert step.augment.rotate == 10 and step.augment.background == pytest.approx(-small_data.mean / small_data.std)
     _, plateau = build_step(MLP.from_config(QUICK), QUICK, small_data, torch.device("cpu"))
     assert plateau is not None
+
+
+def test_epoch_metrics_are_the_mean_loss_and_accuracy_over_the_training_split(small_data):
+    """With a learning rate of 1e-12 the weights stay put during the epoch, so the epoch's train_loss and
+    train_acc must equal one evaluation of the initial model on the whole training split (independently computed)."""
+    cfg = QUICK.replace(epochs=1, lr=1e-12, dropout=tuple(0.0 for _ in QUICK.dropout), weight_decay=0.0)
+    torch.manual_seed(cfg.seed)
+    initial = MLP.from_config(cfg)  # train() builds the same weights from the same seed
+    with torch.no_grad():
+        logits = initial(small_data.x_train)
+    expected_loss = torch.nn.functional.cross_entropy(logits, small_data.y_train).item()
+    expected_acc = (logits.argmax(1) == small_data.y_train).float().mean().item()
+    row = train(cfg, small_data, device="cpu", threads=2, progress=False).history[0]
+    assert row["train_loss"] == pytest.approx(expected_loss, rel=1e-4)
+    assert row["train_acc"] == pytest.approx(expected_acc, abs=1e-9)
+    assert 0 < row["seconds"] < 600
+
+
+def test_run_time_is_a_duration(small_data):
+    result = train(QUICK.replace(epochs=2), small_data, device="cpu", threads=2, progress=False)
+    assert 0 < sum(r["seconds"] for r in result.history) <= result.train_seconds < 600
+
+
+def test_a_tie_keeps_the_earlier_epoch(small_data, monkeypatch):
+    """Equal validation accuracy later is not an improvement: the first epoch to reach the best is kept."""
+    train_mod = importlib.import_module("mnist_lib.train")
+    scripted = iter([0.80, 0.90, 0.90])
+    monkeypatch.setattr(train_mod, "evaluate", lambda model, x, y: {"loss": 1.0, "acc": next(scripted)})
+    assert train(QUICK.replace(epochs=3), small_data, device="cpu", threads=2, progress=False).best_epoch == 2
+
+
+def test_only_a_non_finite_validation_loss_also_stops_the_run(small_data, monkeypatch):
+    train_mod = importlib.import_module("mnist_lib.train")
+    losses = iter([1.0, float("nan"), 1.0])
+    monkeypatch.setattr(train_mod, "evaluate", lambda model, x, y: {"loss": next(losses), "acc": 0.5})
+    result = train(QUICK.replace(epochs=3), small_data, device="cpu", threads=2, progress=False)
+    assert result.status == "diverged" and len(result.history) == 2
+
+
+def test_unavailable_devices_and_bad_thread_counts_are_one_clear_line(monkeypatch):
+    from mnist_lib.errors import UserError
+    from mnist_lib.train import set_threads
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError, match="^device cuda requested but torch sees no CUDA GPU$"):
+        select_device("cuda")
+    with pytest.raises(UserError, match="^device mps requested but it is not available$"):
+        select_device("mps")
+    with pytest.raises(UserError, match="^unknown device 'tpu'; use auto, cpu, cuda, cuda:N or mps$"):
+        select_device("tpu")
+    assert select_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("mps") and select_device("mps") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("cuda") and select_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(UserError, match="^threads must be >= 1, got 0$"):
+        set_threads(0)
