@@ -50,7 +50,7 @@ fuzz: setup ## the fuzz tests with a long randomized hunt (5000 examples per par
 
 # mutmut copies the package and tests into mutants/ and runs, for each mutant, the tests that reach the mutated
 # function ([tool.mutmut] in pyproject.toml lists the core modules and the test files); results are cached there
-mutate: setup ## mutation testing of the core modules (mutmut, ~1 h on 2 cores), score and survivors into results/mutation/
+mutate: setup ## mutation testing of the core modules (mutmut, hours on 2 cores; data variables as for make test), score and survivors into results/mutation/
 	$(VENV)/bin/mutmut run
 	$(PY) tools/mutation_report.py --out results/mutation
 
