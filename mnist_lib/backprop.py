@@ -6,7 +6,7 @@
 It computes the gradients that engine.TrainStep gets from autograd, with the same
 dropout masks (same random draws, same order), and shares its update (optimizer,
 max-norm, schedule); tests/test_backprop.py checks the two against each other.
-engine.make_step picks it for activation relu and norm none, the reference's
+train.build_step picks it for activation relu and norm none, the reference's
 family, because it is faster there on the CPU (README, Performance): for a
 network this small, autograd's fresh gradient buffers every step (the first
 layer's 1.6 MB weight gradient costs more when it lands in new memory) and its

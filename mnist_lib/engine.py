@@ -44,7 +44,6 @@ class TrainStep:
         max_norm: float = 0.0,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         augment: Augment | None = None,
-        max_norm_layers: list[torch.nn.Linear] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -52,7 +51,7 @@ class TrainStep:
         self.label_smoothing = label_smoothing
         self.max_norm = max_norm
         # max-norm caps the hidden units' incoming weights (Srivastava et al. 2014): every Linear but the head
-        self.max_norm_layers = max_norm_layers if max_norm_layers is not None else _hidden_linears(model)
+        self.max_norm_layers = _hidden_linears(model)
         self.scheduler = scheduler
         self.augment = augment
         # BatchNorm cannot normalize a batch of one example: train_epoch skips such a last batch

@@ -124,10 +124,10 @@ def build_step(model: MLP, config: Config, data: Data, device: torch.device, eng
     plateau, per_step = make_scheduler(opt, config, math.ceil(len(data.y_train) / config.batch_size))
     augment = Augment.from_config(config, background=-data.mean / data.std)  # None unless a strength is set
     options = {"label_smoothing": config.label_smoothing, "max_norm": config.max_norm, "scheduler": per_step, "augment": augment}
-    # the hand-written ReLU step where it applies (faster on the CPU, same gradients), autograd for everything else
-    step_class = ReluTrainStep if engine == "auto" and supports(model) else TrainStep
-    if engine == "manual":
-        step_class = ReluTrainStep  # refuses a model outside its family
+    # the hand-written ReLU step where it applies (faster on the CPU, same gradients), autograd for everything else;
+    # "manual" asks for the hand-written step, which refuses a model outside its family
+    hand_written = engine == "manual" or (engine == "auto" and supports(model))
+    step_class = ReluTrainStep if hand_written else TrainStep
     return step_class(model, opt, config.precision, **options), plateau
 
 
@@ -154,8 +154,7 @@ def train(
     result = TrainResult(model=model, device=str(dev), threads=n_threads)
     best_state = None
     n = len(data.y_train)
-    if step.min_batch > 1 and n % config.batch_size == 1:
-        n -= 1  # train_epoch skips a last batch of one example under BatchNorm
+    n = examples_per_epoch(n, config.batch_size, step.min_batch)  # train_epoch may skip a last batch of one
     start = time.perf_counter()
 
     bar = tqdm(range(1, config.epochs + 1), desc="epochs", unit="ep", disable=not progress)
@@ -198,6 +197,12 @@ def train(
     return result
 
 
+def examples_per_epoch(n: int, batch_size: int, min_batch: int) -> int:
+    """How many of n examples an epoch trains on: all, less a last batch smaller than min_batch (BatchNorm: 2)."""
+    last = n % batch_size
+    return n - last if 0 < last < min_batch else n
+
+
 def train_epoch(step: TrainStep, x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator) -> tuple[float, float]:
     """One pass over a fresh permutation of (x, y); returns the summed loss and the correct count.
 
@@ -208,10 +213,7 @@ def train_epoch(step: TrainStep, x: torch.Tensor, y: torch.Tensor, batch_size: i
     perm = torch.randperm(len(y), device=x.device, generator=gen)
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), dtype=torch.long, device=x.device)
-    batches = perm.split(batch_size)
-    if len(batches[-1]) < step.min_batch:  # a last batch of one example under BatchNorm: skipped, not counted
-        batches = batches[:-1]
-    for idx in batches:
+    for idx in perm[: examples_per_epoch(len(y), batch_size, step.min_batch)].split(batch_size):
         batch_loss, batch_correct = step(x.index_select(0, idx), y.index_select(0, idx))
         loss_sum += batch_loss
         correct += batch_correct
