@@ -16,7 +16,7 @@ autograd, so this is the only backward written by hand.
 
 Per hidden layer, with input h, weight W, bias b and dropout rate p:
     forward   z = h @ W.T + b;   h' = relu(z) * keep / (1 - p)      (keep: model.keep_mask)
-    backward  dW = g.T @ h;   db = g.sum(0);   g_h = (g @ W) * [h > 0] / (1 - p)
+    backward  dW = g.T @ h;   db = g.sum(0);   g_h = (g @ W) * [h > 0] * model.dropout_scale(p)
 where [h' > 0] holds exactly where the unit was kept and z > 0, so the step keeps
 no mask. The loss is the mean cross-entropy; its gradient is (softmax - onehot) / batch.
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from .engine import TrainStep
-from .model import MLP, inverted_dropout
+from .model import MLP, dropout_scale, inverted_dropout
 
 
 class ReluTrainStep(TrainStep):
@@ -42,6 +42,7 @@ class ReluTrainStep(TrainStep):
         super().__init__(model, optimizer, precision, **options)
         self.layers = model.linears()
         self.rates = model.dropout_rates()
+        self.scales = [dropout_scale(p, self.dtype) for p in self.rates]  # the forward's own (bf16: rounded) factors
         self.input_dropout = model.input_dropout
         for p in model.parameters():  # written in place every step, so never zeroed or reallocated
             if p.grad is None:
@@ -63,9 +64,9 @@ class ReluTrainStep(TrainStep):
         h = x.flatten(1)
         if self.augment is not None:  # training batches only: nothing else passes through a TrainStep
             h = self.augment(h)
-        h = h.to(dt)
-        if self.input_dropout > 0:  # out of place: x may be the caller's tensor
+        if self.input_dropout > 0:  # out of place: x may be the caller's tensor; before the cast, as in MLP.forward
             h = inverted_dropout(h, self.input_dropout)
+        h = h.to(dt)
         inputs = [h]
         for w, b, p in zip(weights[:-1], biases[:-1], self.rates, strict=True):  # hidden layers
             h = torch.addmm(b, h, w.t()).relu_()
@@ -94,9 +95,8 @@ class ReluTrainStep(TrainStep):
             if layer > 0:
                 # relu's own backward op zeroes g where h == 0: dropped units and z <= 0 alike
                 g = torch.ops.aten.threshold_backward(torch.mm(gc, weights[layer]), h, 0)
-                p = self.rates[layer - 1]
-                if p > 0:
-                    g.mul_(1.0 / (1.0 - p))
+                if self.rates[layer - 1] > 0:
+                    g.mul_(self.scales[layer - 1])
         return loss_sum, correct
 
 

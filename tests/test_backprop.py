@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from mnist_lib import MLP, Config, train
 from mnist_lib.backprop import ReluTrainStep as TrainStep
 from mnist_lib.engine import bf16_supported
-from mnist_lib.model import keep_mask
+from mnist_lib.model import dropout_scale, keep_mask
 from mnist_lib.train import make_optimizer, train_epoch
 
 
@@ -70,6 +70,10 @@ def test_keep_mask_drops_at_rate_p_and_scales_the_rest(p):
     rate = (mask == 0).float().mean().item()
     assert abs(rate - p) < 5 * (p * (1 - p) / n) ** 0.5  # five standard errors
     assert torch.all(mask[mask != 0] == torch.tensor(1 / (1 - p)))
+    assert dropout_scale(p) == mask.max().item()
+    # bf16 rounds the factor to 8 bits; dropout_scale, which the hand-written backward uses, must agree
+    assert keep_mask((1000,), p, torch.bfloat16).max().item() == dropout_scale(p, torch.bfloat16)
+    assert dropout_scale(0.4, torch.bfloat16) == 1.6640625  # 1/0.6 = 1.6667 is not a bf16 number
 
 
 def test_step_keeps_units_at_rate_one_minus_p_and_scales_them():
