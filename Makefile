@@ -74,7 +74,7 @@ reproduce: setup ## verify the data, then re-run every notebook: replaces result
 lab: setup ## JupyterLab on notebooks/ with this environment's python3 kernel (LAB_ARGS="--no-browser" etc.)
 	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter$${JUPYTER_PATH:+:$$JUPYTER_PATH} $(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
-results: setup ## train and test configs/*.json over seeds 0-2 (notebooks/params/results/) into results/configs/, ~12 min; OVERWRITE=1 replaces
+results: setup ## train and test configs/*.json over seeds 0-2 (notebooks/params/results/) into results/configs/, ~16 min; OVERWRITE=1 replaces
 	$(PY) -m mnist_lib notebooks notebooks/params/results/*.yaml --output-dir results/configs $(if $(OVERWRITE),--overwrite)
 
 ABLATE = $(PY) -m mnist_lib train --config configs/mlp_aug.json --seeds 0 1 2 --threads 2 --device cpu

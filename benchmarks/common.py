@@ -17,9 +17,9 @@ from collections.abc import Callable
 import torch
 
 from mnist_lib import MLP, Config
-from mnist_lib.engine import DTYPES
-from mnist_lib.runs import atomic_write, environment
-from mnist_lib.train import build_step, set_threads, train_epoch
+from mnist_lib.records.runs import atomic_write, environment
+from mnist_lib.training.engine import DTYPES
+from mnist_lib.training.train import build_step, set_threads, train_epoch
 
 
 def sync(device: torch.device) -> None:

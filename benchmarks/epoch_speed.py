@@ -27,8 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mnist_lib import Config, prepare_data
-from mnist_lib.data import read_split
-from mnist_lib.engine import bf16_supported
+from mnist_lib.data.idx import read_split
+from mnist_lib.training.engine import bf16_supported
 
 BATCH_SIZES = (64, 128, 256, 512, 1024)
 THREADS = (1, 2)
@@ -129,7 +129,7 @@ def main() -> None:
         rows.append({**row, **summary(ts)})
     emit(rows, args.jsonl, args.csv)
     if args.figure:
-        from mnist_lib.plots import save_figure
+        from mnist_lib.records.plots import save_figure
 
         save_figure(plot(rows), args.figure, close=True)
 

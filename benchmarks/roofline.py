@@ -10,7 +10,7 @@ efficiency = GEMM-only time / library epoch time. The first layer's grad-input i
 never needed (the images need no gradient) and the library skips it, so
 `efficiency_needed` also leaves it out of the GEMM time: the stricter figure.
 
-The library epoch is mnist_lib.train.train_epoch with the step train() builds:
+The library epoch is mnist_lib.training.train.train_epoch with the step train() builds:
 for the reference (relu, no norm) the hand-written backprop.ReluTrainStep. The
 general-engine epoch forces engine.TrainStep (autograd), the step every other
 activation and norm uses: `general_vs_hand_written` is its cost relative to the
@@ -49,10 +49,10 @@ from common import emit, interleave, library_epoch, machine, paired_ratio, summa
 from epoch_speed import torchvision_style_epoch
 
 from mnist_lib import Config, prepare_data
-from mnist_lib.engine import DTYPES, bf16_supported
-from mnist_lib.model import MLP
-from mnist_lib.paths import REPO_ROOT
-from mnist_lib.train import make_optimizer, select_device, set_threads
+from mnist_lib.core.paths import REPO_ROOT
+from mnist_lib.training.engine import DTYPES, bf16_supported
+from mnist_lib.training.model import MLP
+from mnist_lib.training.train import make_optimizer, select_device, set_threads
 
 
 def gemm_epoch(cfg: Config, n: int, dtype: torch.dtype, device: torch.device, needed_only: bool):

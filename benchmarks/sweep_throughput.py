@@ -37,8 +37,8 @@ def run_trials(seeds: list[int], epochs: int, threads: int) -> float:
 def papermill_trial(epochs: int, out_dir: Path) -> float:
     import papermill
 
-    from mnist_lib.batch import KERNEL, use_project_kernel
-    from mnist_lib.paths import NOTEBOOKS_DIR
+    from mnist_lib.core.paths import NOTEBOOKS_DIR
+    from mnist_lib.workflows.batch import KERNEL, use_project_kernel
 
     use_project_kernel()
     os.environ["MNIST_RESULTS_DIR"] = str(out_dir)
@@ -81,7 +81,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, ctx.Pool(1) as pool:
         lib, lib_train = pool.apply(library_trial, (args.epochs, Path(tmp)))
         pm = pool.apply(papermill_trial, (args.epochs, Path(tmp)))
-    from mnist_lib.runs import atomic_write, environment
+    from mnist_lib.records.runs import atomic_write, environment
 
     env = environment("cpu", 2)
     common = {"trials": args.trials, "epochs": args.epochs, "cpu": env["cpu"], "cpu_count": env["cpu_count"], "torch": env["torch_version"]}

@@ -4,21 +4,25 @@
     result = train(Config(epochs=5), prepare_data(Config()))
     cfg = Config(dataset="fashion-mnist", optimizer="sgd", lr=0.05, momentum=0.9, activation="gelu", norm="batch")
 
-Modules: config (hyperparameters), datasets (the registry), data (IDX files), splits
-(train/val, normalization), model (MLP), augment (batch augmentation), engine (the
-autograd training step), backprop (its hand-written ReLU fast path), train (loop),
-evaluate (metrics), runs (records), plots (figures), experiment (run end to end, over
-seeds), compare (multi-seed results side by side), cli (python -m mnist_lib).
+Layers, each importing only those above it in this list:
+
+    core/       config (hyperparameters), datasets (the registry), paths, errors, files (safe reading)
+    data/       idx (IDX files: read, verify, download), splits (train/val, normalization), images, explore
+    training/   model (MLP), augment, engine (the autograd step), backprop (its hand-written ReLU
+                fast path), train (the loop), evaluate (metrics), memory (will it fit?)
+    records/    runs (run records), compare (multi-seed results side by side), plots (figures)
+    workflows/  experiment (a run end to end, over seeds), batch (notebooks via papermill), sweep*
+    cli.py      python -m mnist_lib
 """
 
-from .config import Config
-from .errors import UserError
-from .evaluate import classification_report, evaluate
-from .experiment import evaluate_run, train_and_record
-from .model import MLP, count_params
-from .runs import load_model
-from .splits import load_test, prepare_data
-from .train import train
+from .core.config import Config
+from .core.errors import UserError
+from .data.splits import load_test, prepare_data
+from .records.runs import load_model
+from .training.evaluate import classification_report, evaluate
+from .training.model import MLP, count_params
+from .training.train import train
+from .workflows.experiment import evaluate_run, train_and_record
 
 __all__ = [
     "Config",

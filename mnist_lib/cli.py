@@ -19,8 +19,8 @@ import argparse
 import dataclasses
 import sys
 
-from .config import Config
-from .errors import UserError
+from .core.config import Config
+from .core.errors import UserError
 
 PROG = "mnist-lib"
 
@@ -152,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_data(args) -> None:
     import torch
 
-    from .data import ensure_files, read_split, spec_of
-    from .splits import stratified_split
+    from .data.idx import ensure_files, read_split, spec_of
+    from .data.splits import stratified_split
 
     spec = spec_of(args.dataset)
     paths = ensure_files(args.data_dir, allow_download=not args.no_download, dataset=spec.name)
@@ -179,7 +179,7 @@ def _headless_plots() -> None:
 
 def cmd_train(args) -> None:
     _headless_plots()
-    from .experiment import evaluate_run, train_and_record
+    from .workflows.experiment import evaluate_run, train_and_record
 
     config = config_from_args(args)
     # the same run options for one run and for several seeds
@@ -188,7 +188,7 @@ def cmd_train(args) -> None:
         max_train_samples=args.max_train_samples, threads=args.threads, device=args.device, progress=not args.quiet,
     )  # fmt: skip
     if args.seeds:
-        from .experiment import multi_seed
+        from .workflows.experiment import multi_seed
 
         out_dir = common.pop("run_dir")
         results = multi_seed(config, args.seeds, out_dir, evaluate_test=args.evaluate_test, **common)
@@ -215,7 +215,7 @@ def cmd_train(args) -> None:
 
 def cmd_evaluate(args) -> None:
     _headless_plots()
-    from .experiment import evaluate_run
+    from .workflows.experiment import evaluate_run
 
     report = evaluate_run(args.run_dir, data_dir=args.data_dir, figures_dir=args.figures_dir, overwrite=args.overwrite, device=args.device)
     print(f"test: acc {report.acc:.4f}, loss {report.loss:.4f} ({len(report.misclassified)} misclassified) -> {args.run_dir}")
@@ -224,11 +224,11 @@ def cmd_evaluate(args) -> None:
 def cmd_predict(args) -> None:
     import torch
 
-    from .data import spec_of
-    from .evaluate import predict_logits
-    from .images import load_digit
-    from .runs import load_model
-    from .splits import normalize
+    from .data.idx import spec_of
+    from .data.images import load_digit
+    from .data.splits import normalize
+    from .records.runs import load_model
+    from .training.evaluate import predict_logits
 
     model, config, mean, std = load_model(args.run_dir)
     spec = spec_of(config.dataset)
@@ -242,8 +242,8 @@ def cmd_predict(args) -> None:
 
 
 def cmd_notebooks(args) -> int:
-    from .batch import default_run_files, load_run, run_batch
-    from .paths import EXECUTED_NOTEBOOKS_DIR
+    from .core.paths import EXECUTED_NOTEBOOKS_DIR
+    from .workflows.batch import default_run_files, load_run, run_batch
 
     files = args.run_files or default_run_files()
     if not files:
@@ -259,9 +259,9 @@ def cmd_notebooks(args) -> int:
 
 
 def cmd_sweep(args) -> None:
-    from .sweep import run_sweep
-    from .sweep_report import trials_table
-    from .sweep_spec import load_spec
+    from .workflows.sweep import run_sweep
+    from .workflows.sweep_report import trials_table
+    from .workflows.sweep_spec import load_spec
 
     spec = load_spec(args.sweep_file)
     out = run_sweep(spec, workers=args.workers, recover=True if args.recover else None, overwrite=args.overwrite)

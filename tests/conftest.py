@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from mnist_lib import Config
-from mnist_lib.data import data_dir, ensure_files
-from mnist_lib.errors import UserError
+from mnist_lib.core.errors import UserError
+from mnist_lib.data.idx import data_dir, ensure_files
 
 
 def verified_dir(dataset: str):
@@ -57,7 +57,7 @@ def ctrl_c_in_epoch(monkeypatch, epoch: int) -> None:
     """Make training raise KeyboardInterrupt (what Ctrl-C raises) at the start of `epoch`'s pass."""
     import importlib
 
-    train_mod = importlib.import_module("mnist_lib.train")  # the package exports a function of the same name
+    train_mod = importlib.import_module("mnist_lib.training.train")  # the package exports a function of the same name
     real, calls = train_mod.train_epoch, []
 
     def interrupted(*args):
@@ -94,7 +94,7 @@ def fake_dataset():
     dataset of their own (unregistered after the test): the registry as a user adding
     KMNIST would use it. The test files default to the training ones.
     """
-    from mnist_lib import datasets
+    from mnist_lib.core import datasets
 
     names = []
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mnist_lib import Config, train
-from mnist_lib.augment import SIDE, Augment, gaussian_kernel
+from mnist_lib.training.augment import SIDE, Augment, gaussian_kernel
 
 BG = -0.4242
 FULL = Augment(rotate=15, scale=0.1, shear=10, translate=2, elastic_alpha=2, elastic_sigma=4, background=BG)
@@ -85,7 +85,7 @@ def test_elastic_field_is_smooth_and_peaks_at_alpha_pixels():
 
 @pytest.mark.parametrize("sigma", [1.0, 2.0, 4.0, 8.0])
 def test_low_rank_field_has_the_covariance_of_smoothed_white_noise(sigma):
-    from mnist_lib.augment import smoothing_basis, smoothing_matrix
+    from mnist_lib.training.augment import smoothing_basis, smoothing_matrix
 
     # white noise R smoothed as S R S^T has row covariance S S^T; the basis A must give A A^T = S S^T
     s = smoothing_matrix(sigma)
@@ -102,7 +102,7 @@ def test_low_rank_field_has_the_covariance_of_smoothed_white_noise(sigma):
 
 
 def test_sampling_grid_matches_affine_grid_plus_offsets():
-    from mnist_lib.augment import sampling_grid
+    from mnist_lib.training.augment import sampling_grid
 
     torch.manual_seed(1)
     aug = Augment(rotate=20, scale=0.2, shear=15, translate=3, elastic_alpha=2)
@@ -125,7 +125,7 @@ def test_sampling_grid_matches_affine_grid_plus_offsets():
     ],
 )
 def test_augmentation_fields_are_validated(changes, message):
-    from mnist_lib.errors import UserError
+    from mnist_lib.core.errors import UserError
 
     with pytest.raises(UserError, match=message):
         Config(**changes)
@@ -145,7 +145,7 @@ def test_training_augments_training_batches_only(small_data, monkeypatch):
 
 
 def test_smoothing_matrix_equals_reflect_padded_convolution():
-    from mnist_lib.augment import smoothing_matrix
+    from mnist_lib.training.augment import smoothing_matrix
 
     f = torch.rand(5, SIDE)
     k = gaussian_kernel(3.0)
@@ -209,7 +209,7 @@ def test_the_draws_span_the_whole_range_in_both_directions():
 
 def test_a_full_turn_through_the_call_is_rot90_with_background_fill(monkeypatch):
     """Augment.__call__ end to end, its random draws fixed at +1: rotate 90 is rot90, shift (+2, +2) leaves background behind."""
-    import mnist_lib.augment as augment
+    import mnist_lib.training.augment as augment
 
     monkeypatch.setattr(augment.torch, "rand", lambda *shape, **kw: torch.ones(*shape))
     x = digits(3)
@@ -223,7 +223,7 @@ def test_a_full_turn_through_the_call_is_rot90_with_background_fill(monkeypatch)
 
 
 def test_augmented_versions_shows_each_image_then_n_seeded_draws():
-    from mnist_lib.augment import augmented_versions
+    from mnist_lib.training.augment import augmented_versions
 
     images = (digits(2) - BG).clamp(0, 1).view(2, SIDE, SIDE)  # raw [0, 1] pixels, background 0
     aug = Augment(rotate=15, elastic_alpha=2)

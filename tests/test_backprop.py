@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from mnist_lib import MLP, Config, train
-from mnist_lib.backprop import ReluTrainStep as TrainStep
-from mnist_lib.engine import bf16_supported
-from mnist_lib.model import dropout_scale, keep_mask
-from mnist_lib.train import make_optimizer, train_epoch
+from mnist_lib.training.backprop import ReluTrainStep as TrainStep
+from mnist_lib.training.engine import bf16_supported
+from mnist_lib.training.model import dropout_scale, keep_mask
+from mnist_lib.training.train import make_optimizer, train_epoch
 
 
 def autograd_grads(model, x, y, seed):

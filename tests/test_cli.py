@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from mnist_lib.cli import main
-from mnist_lib.data import find_file, read_split
-from mnist_lib.datasets import DATASETS
+from mnist_lib.core.datasets import DATASETS
+from mnist_lib.data.idx import find_file, read_split
 
 FILES = DATASETS["mnist"].files  # MNIST's four IDX files
 

@@ -22,8 +22,8 @@ import safetensors.torch
 from PIL import Image
 from test_images import write_png
 
-from mnist_lib.data import find_file
-from mnist_lib.datasets import DATASETS
+from mnist_lib.core.datasets import DATASETS
+from mnist_lib.data.idx import find_file
 
 FILES = DATASETS["mnist"].files  # MNIST's four IDX files
 

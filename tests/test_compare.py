@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from mnist_lib import MLP, Config, count_params, plots
-from mnist_lib.augment import Augment, augmented_versions
-from mnist_lib.compare import load_seed_runs, results_table
-from mnist_lib.errors import UserError
-from mnist_lib.experiment import multi_seed
+from mnist_lib import MLP, Config, count_params
+from mnist_lib.core.errors import UserError
+from mnist_lib.records import plots
+from mnist_lib.records.compare import load_seed_runs, results_table
+from mnist_lib.training.augment import Augment, augmented_versions
+from mnist_lib.workflows.experiment import multi_seed
 
 matplotlib.use("Agg")
 TINY = Config(epochs=2, hidden=(32,), dropout=(0.1,), batch_size=256)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mnist_lib import Config
-from mnist_lib.errors import UserError
+from mnist_lib.core.errors import UserError
 
 
 def test_defaults_are_the_reference_experiment():

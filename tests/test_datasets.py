@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_lib import Config, datasets, load_model, prepare_data, train
-from mnist_lib.data import data_dir, ensure_files, load_idx, read_split
-from mnist_lib.errors import UserError
-from mnist_lib.evaluate import classification_report
-from mnist_lib.paths import DATA_DIR_ENV, DATA_ROOT_ENV, DEFAULT_DATA_ROOT
-from mnist_lib.runs import save_model
+from mnist_lib import Config, load_model, prepare_data, train
+from mnist_lib.core import datasets
+from mnist_lib.core.errors import UserError
+from mnist_lib.core.paths import DATA_DIR_ENV, DATA_ROOT_ENV, DEFAULT_DATA_ROOT
+from mnist_lib.data.idx import data_dir, ensure_files, load_idx, read_split
+from mnist_lib.records.runs import save_model
+from mnist_lib.training.evaluate import classification_report
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 

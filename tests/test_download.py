@@ -9,10 +9,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mnist_lib.data import MIRRORS_ENV, download, ensure_files, find_file, load_idx, missing_message
-from mnist_lib.datasets import DATASETS
-from mnist_lib.errors import UserError
-from mnist_lib.paths import DATA_DIR_ENV
+from mnist_lib.core.datasets import DATASETS
+from mnist_lib.core.errors import UserError
+from mnist_lib.core.paths import DATA_DIR_ENV
+from mnist_lib.data.idx import MIRRORS_ENV, download, ensure_files, find_file, load_idx, missing_message
 
 FILES = DATASETS["mnist"].files  # MNIST's four IDX files
 
@@ -134,7 +134,7 @@ def test_each_failed_mirror_is_named_with_its_reason(tmp_path, serve):
 
 
 def test_mirrors_from_the_environment_are_trimmed_and_end_in_a_slash(monkeypatch):
-    from mnist_lib.data import mirrors
+    from mnist_lib.data.idx import mirrors
 
     monkeypatch.setenv(MIRRORS_ENV, " http://a/x, ,http://b/y/ ")
     assert mirrors() == ["http://a/x/", "http://b/y/"]

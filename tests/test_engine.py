@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_lib import MLP, Config, train
-from mnist_lib.backprop import ReluTrainStep
-from mnist_lib.engine import TrainStep, bf16_supported
-from mnist_lib.evaluate import evaluate, predict_logits
-from mnist_lib.splits import Data
-from mnist_lib.train import build_step, make_optimizer, make_scheduler
+from mnist_lib.data.splits import Data
+from mnist_lib.training.backprop import ReluTrainStep
+from mnist_lib.training.engine import TrainStep, bf16_supported
+from mnist_lib.training.evaluate import evaluate, predict_logits
+from mnist_lib.training.train import build_step, make_optimizer, make_scheduler
 
 CPU = torch.device("cpu")
 SMALL = {"hidden": (32, 16), "dropout": (0.0, 0.0)}  # no dropout: the reference draws no masks
@@ -265,7 +265,7 @@ def test_every_new_option_trains_with_the_existing_ones(small_data, options):
 
 
 def test_epoch_of_the_autograd_engine_syncs_once(monkeypatch):
-    from mnist_lib.train import train_epoch
+    from mnist_lib.training.train import train_epoch
 
     torch.manual_seed(0)
     cfg = Config(hidden=(32,), dropout=(0.2,), activation="gelu", norm="batch")
@@ -294,7 +294,7 @@ def test_the_engine_trains_any_module_not_only_an_mlp():
 
 
 def test_batchnorm_skips_a_last_batch_of_one_and_refuses_batch_size_one(small_data):
-    from mnist_lib.errors import UserError
+    from mnist_lib.core.errors import UserError
 
     cfg = Config(**SMALL, norm="batch", epochs=1, batch_size=64)
     subset = Data(small_data.x_train[:129], small_data.y_train[:129], small_data.x_val, small_data.y_val, 0.0, 1.0, "", None, None)

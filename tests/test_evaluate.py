@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_lib.evaluate import classification_report, confusion_matrix, misclassified, per_class_metrics
+from mnist_lib.training.evaluate import classification_report, confusion_matrix, misclassified, per_class_metrics
 
 
 @pytest.fixture

@@ -26,12 +26,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from mnist_lib import MLP, Config
-from mnist_lib.batch import load_run
-from mnist_lib.data import load_idx, parse_idx
-from mnist_lib.errors import UserError
-from mnist_lib.images import load_digit
-from mnist_lib.runs import load_model, save_model
-from mnist_lib.sweep_spec import TOP_KEYS, load_spec
+from mnist_lib.core.errors import UserError
+from mnist_lib.data.idx import load_idx, parse_idx
+from mnist_lib.data.images import load_digit
+from mnist_lib.records.runs import load_model, save_model
+from mnist_lib.workflows.batch import load_run
+from mnist_lib.workflows.sweep_spec import TOP_KEYS, load_spec
 
 MEMORY_CAP = 256 * 2**20  # every input here is under 1 MB; 256 MB more is far beyond what any of them justifies
 

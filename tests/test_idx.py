@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import idx_bytes, write_idx
 
-from mnist_lib.data import find_file, load_idx, parse_idx
-from mnist_lib.errors import UserError
+from mnist_lib.core.errors import UserError
+from mnist_lib.data.idx import find_file, load_idx, parse_idx
 
 
 def test_round_trip_images_and_labels():
@@ -72,7 +72,7 @@ def test_find_file_prefers_uncompressed_then_gz(tmp_path):
 @pytest.mark.parametrize("top_label, ok", [(9, True), (10, False), (255, False)])
 def test_labels_outside_0_to_9_are_refused(tmp_path, fake_dataset, top_label, ok):
     """The label-range check, reached with a registered synthetic dataset (real MNIST never fails it)."""
-    import mnist_lib.data as data
+    import mnist_lib.data.idx as data
 
     images = np.zeros((3, 28, 28), dtype=np.uint8)
     labels = np.array([0, 5, top_label], dtype=np.uint8)
@@ -130,7 +130,7 @@ def test_a_gzip_bomb_is_never_inflated_in_memory(tmp_path):
 
 def test_read_split_refuses_an_unknown_split_and_a_locked_test_set(tmp_path, monkeypatch):
     """Both before any file is opened: the folder here is empty."""
-    from mnist_lib.data import TEST_LOCK_ENV, read_split
+    from mnist_lib.data.idx import TEST_LOCK_ENV, read_split
 
     with pytest.raises(UserError, match=r"^unknown split 'valid'; choose 'train' or 'test'$"):
         read_split("valid", tmp_path)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lib.data import read_split
-from mnist_lib.errors import UserError
-from mnist_lib.images import to_mnist
+from mnist_lib.core.errors import UserError
+from mnist_lib.data.idx import read_split
+from mnist_lib.data.images import to_mnist
 
 
 def corr(a, b):
@@ -60,7 +60,7 @@ def write_png(path, width, height):
 
 @pytest.mark.parametrize("side", [8000, 10000, 20000])  # over our limit; over PIL's warning; over PIL's own error
 def test_decompression_bomb_is_refused_from_the_header(tmp_path, side):
-    from mnist_lib.images import load_digit
+    from mnist_lib.data.images import load_digit
 
     path = write_png(tmp_path / "big.png", side, side)
     assert path.stat().st_size < 1_000_000
@@ -101,7 +101,7 @@ def test_strokes_on_a_transparent_background_are_found(mode_fill):
 
 
 def test_palette_image_with_a_transparent_index(tmp_path):
-    from mnist_lib.images import load_digit
+    from mnist_lib.data.images import load_digit
 
     img = stroke_image(("P", 1, 0))
     img.putpalette([0, 0, 0, 0, 0, 0] + [0] * 762)  # index 0 and 1 both black; 0 is transparent
@@ -110,7 +110,7 @@ def test_palette_image_with_a_transparent_index(tmp_path):
 
 
 def test_sixteen_bit_and_float_images_keep_their_contrast(tmp_path):
-    from mnist_lib.images import load_digit
+    from mnist_lib.data.images import load_digit
 
     bar16 = np.full((200, 200), 60000, dtype=np.uint16)  # light paper, 16 bits
     bar16[30:171, 92:109] = 3000  # dark ink
@@ -135,7 +135,7 @@ def test_large_photo_is_scaled_down_and_still_read():
     "content", [b"", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, b"GIF89a\x01\x00\x01\x00"], ids=["empty", "png-header", "gif"]
 )
 def test_truncated_or_empty_files_are_one_user_error(tmp_path, content):
-    from mnist_lib.images import load_digit
+    from mnist_lib.data.images import load_digit
 
     (tmp_path / "x.img").write_bytes(content)
     with pytest.raises(UserError, match=r"x\.img"):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mnist_lib import Config
-from mnist_lib.errors import UserError
-from mnist_lib.memory import check_fits, human, is_out_of_memory, training_bytes
+from mnist_lib.core.errors import UserError
+from mnist_lib.training.memory import check_fits, human, is_out_of_memory, training_bytes
 
 
 def test_estimate_counts_parameters_and_their_copies():

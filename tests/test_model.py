@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from mnist_lib import MLP, Config, count_params
-from mnist_lib.model import Dropout
-from mnist_lib.train import make_optimizer
+from mnist_lib.training.model import Dropout
+from mnist_lib.training.train import make_optimizer
 
 
 def test_reference_parameter_count():

@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from mnist_lib import Config
-from mnist_lib.batch import load_run, notebook_parameters
 from mnist_lib.cli import main
-from mnist_lib.errors import UserError
-from mnist_lib.paths import EXECUTED_NOTEBOOKS_DIR, NOTEBOOK_PARAMS_DIR, NOTEBOOKS_DIR
+from mnist_lib.core.errors import UserError
+from mnist_lib.core.paths import EXECUTED_NOTEBOOKS_DIR, NOTEBOOK_PARAMS_DIR, NOTEBOOKS_DIR
+from mnist_lib.workflows.batch import load_run, notebook_parameters
 
 SOURCES = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 RUN_FILES = sorted(NOTEBOOK_PARAMS_DIR.glob("*.yaml"))
@@ -187,8 +187,8 @@ def test_bad_run_file_exits_2_and_writes_nothing(tmp_path, capsys):
 
 def test_committed_configs_load_fit_the_budget_and_each_has_a_results_run():
     from mnist_lib import MLP, count_params
-    from mnist_lib.augment import Augment
-    from mnist_lib.paths import REPO_ROOT
+    from mnist_lib.core.paths import REPO_ROOT
+    from mnist_lib.training.augment import Augment
 
     configs = {p.stem: Config.load(p) for p in sorted((REPO_ROOT / "configs").glob("*.json"))}
     assert {"mlp_noaug", "mlp_aug"} <= set(configs)

@@ -5,7 +5,7 @@ import tomllib
 
 import yaml
 
-from mnist_lib.paths import REPO_ROOT
+from mnist_lib.core.paths import REPO_ROOT
 
 
 def requirement_lines():

@@ -8,8 +8,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from mnist_lib import plots  # noqa: E402
-from mnist_lib.evaluate import per_class_metrics  # noqa: E402
+from mnist_lib.records import plots  # noqa: E402
+from mnist_lib.training.evaluate import per_class_metrics  # noqa: E402
 
 HISTORY = [
     {"epoch": 1, "train_loss": 0.5, "train_acc": 0.85, "val_loss": 0.3, "val_acc": 0.91, "lr": 1e-3, "seconds": 1.0},

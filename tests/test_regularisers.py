@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from mnist_lib import MLP, Config, train
-from mnist_lib.backprop import ReluTrainStep
-from mnist_lib.engine import TrainStep
-from mnist_lib.errors import UserError
-from mnist_lib.train import make_optimizer, make_scheduler
+from mnist_lib.core.errors import UserError
+from mnist_lib.training.backprop import ReluTrainStep
+from mnist_lib.training.engine import TrainStep
+from mnist_lib.training.train import make_optimizer, make_scheduler
 
 
 @pytest.fixture(params=[ReluTrainStep, TrainStep], ids=["hand-written", "autograd"])
@@ -126,7 +126,7 @@ def test_sweep_files_and_the_cli_accept_the_new_fields(tmp_path, capsys, mnist_d
     import yaml
 
     from mnist_lib.cli import main
-    from mnist_lib.sweep_spec import load_spec, refine_space
+    from mnist_lib.workflows.sweep_spec import load_spec, refine_space
 
     grid = {"lr_schedule": ["plateau", "onecycle"], "label_smoothing": [0.0, 0.1], "aug_rotate": [0.0, 10.0],
             "activation": ["relu", "gelu"], "norm": ["none", "batch"], "nesterov": [False, True]}  # fmt: skip

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mnist_lib import MLP, Config, load_model, train_and_record
-from mnist_lib.errors import UserError
-from mnist_lib.runs import atomic_write, new_run_dir, save_model
+from mnist_lib.core.errors import UserError
+from mnist_lib.records.runs import atomic_write, new_run_dir, save_model
 
 TINY = Config(epochs=1, hidden=(32,), dropout=(0.1,))
 
@@ -112,7 +112,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
 
 
 def test_failed_run_is_marked_failed_not_running(tmp_path, mnist_dir, monkeypatch):
-    import mnist_lib.experiment as exp
+    import mnist_lib.workflows.experiment as exp
 
     def broken_train(*a, **k):
         raise RuntimeError("boom")
@@ -241,7 +241,7 @@ def test_evaluate_refuses_a_run_that_did_not_complete(run, tmp_path, status, mon
     summary = json.loads((copy / "summary.json").read_text())
     (copy / "summary.json").write_text(json.dumps({**summary, "status": status}))
     reads = []
-    monkeypatch.setattr("mnist_lib.experiment.load_test", lambda *a, **k: reads.append(a))
+    monkeypatch.setattr("mnist_lib.workflows.experiment.load_test", lambda *a, **k: reads.append(a))
     with pytest.raises(UserError, match=f"has status '{status}'; only completed runs are evaluated"):
         evaluate_run(copy, device="cpu")
     assert reads == [] and "test_acc" not in json.loads((copy / "summary.json").read_text())
@@ -261,7 +261,7 @@ def test_atomic_write_uses_a_hidden_temporary_beside_the_target(tmp_path, monkey
 
 
 def test_json_and_csv_records_are_formatted_for_diffs(tmp_path):
-    from mnist_lib.runs import write_json, write_metrics_csv
+    from mnist_lib.records.runs import write_json, write_metrics_csv
 
     write_json(tmp_path / "s.json", {"b": 1, "a": [1, 2]})
     assert (tmp_path / "s.json").read_text() == '{\n  "b": 1,\n  "a": [\n    1,\n    2\n  ]\n}\n'  # key order kept, indent 2
@@ -275,7 +275,7 @@ def test_environment_records_the_machine():
     import platform
     import sys
 
-    from mnist_lib.runs import environment
+    from mnist_lib.records.runs import environment
 
     env = environment("cpu", 2)
     lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -289,7 +289,7 @@ def test_environment_records_the_machine():
 def test_new_run_dir_names_by_timestamp_and_accepts_an_empty_folder(tmp_path, monkeypatch):
     import re
 
-    monkeypatch.setattr("mnist_lib.runs.RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr("mnist_lib.records.runs.RUNS_DIR", tmp_path / "runs")
     made = new_run_dir()
     assert made.parent == tmp_path / "runs" and re.fullmatch(r"\d{8}-\d{6}", made.name) and made.is_dir()
     (tmp_path / "empty").mkdir()
@@ -298,7 +298,7 @@ def test_new_run_dir_names_by_timestamp_and_accepts_an_empty_folder(tmp_path, mo
 
 
 def test_a_new_record_says_running_until_it_ends(tmp_path):
-    from mnist_lib.runs import RunRecorder
+    from mnist_lib.records.runs import RunRecorder
 
     rec = RunRecorder(tmp_path, TINY, {"params": 1})
     assert json.loads((tmp_path / "summary.json").read_text()) == {"status": "running", "params": 1}
@@ -328,7 +328,7 @@ def test_model_file_messages_say_what_is_wrong(model_file):
 
 
 def test_bf16_support_is_false_where_there_is_no_bf16_matmul():
-    from mnist_lib.engine import bf16_supported
+    from mnist_lib.training.engine import bf16_supported
 
     assert bf16_supported("meta") is False
     assert bf16_supported("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from mnist_lib import Config, prepare_data
-from mnist_lib.data import read_split
-from mnist_lib.errors import UserError
-from mnist_lib.splits import split_hash, stratified_split
+from mnist_lib.core.errors import UserError
+from mnist_lib.data.idx import read_split
+from mnist_lib.data.splits import split_hash, stratified_split
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_same_split_hash_for_same_split_seed(mnist_dir, small_data):
 
 
 def test_training_code_never_reads_the_test_set(mnist_dir, monkeypatch):
-    import mnist_lib.data as data_mod
+    import mnist_lib.data.idx as data_mod
     from mnist_lib import train
 
     real = data_mod._read_split_cached
@@ -131,7 +131,7 @@ def test_an_explicit_data_dir_wins_over_the_environment(mnist_dir, monkeypatch, 
     assert len(data.y_train) == 1 and len(data.y_val) == 6000
     _, val = stratified_split(read_split("train", mnist_dir)[1], 6000, 0)
     assert torch.equal(data.val_idx, val) and data.split_hash == split_hash(val)
-    from mnist_lib.splits import load_test
+    from mnist_lib.data.splits import load_test
 
     x, y = load_test(data.mean, data.std, mnist_dir)
     assert x.shape == (10000, 784) and len(y) == 10000

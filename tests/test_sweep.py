@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from mnist_lib.data import TEST_LOCK_ENV, find_file, read_split
-from mnist_lib.datasets import DATASETS
-from mnist_lib.errors import UserError
-from mnist_lib.sweep_spec import decode_choice, expand, load_spec, refine_space
+from mnist_lib.core.datasets import DATASETS
+from mnist_lib.core.errors import UserError
+from mnist_lib.data.idx import TEST_LOCK_ENV, find_file, read_split
+from mnist_lib.workflows.sweep_spec import decode_choice, expand, load_spec, refine_space
 
 FILES = DATASETS["mnist"].files  # MNIST's four IDX files
 
@@ -203,7 +203,7 @@ def test_committed_sweep_files_are_valid(path):
 def test_refinement_trials_beyond_the_budget_give_way():
     import optuna
 
-    from mnist_lib.sweep import over_budget
+    from mnist_lib.workflows.sweep import over_budget
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
@@ -244,9 +244,11 @@ def test_papermill_sweep_picks_the_best_trial_by_validation(sweep_env):
 def test_a_second_sweep_on_the_same_folder_is_refused_then_overwrite_starts_afresh(sweep_env, monkeypatch):
     import fcntl
 
-    from mnist_lib.sweep import run_sweep
+    from mnist_lib.workflows.sweep import run_sweep
 
-    monkeypatch.setattr("mnist_lib.sweep_store.RESULTS_DIR", sweep_env / "results")  # paths are read at import; this process's too
+    monkeypatch.setattr(
+        "mnist_lib.workflows.sweep_store.RESULTS_DIR", sweep_env / "results"
+    )  # paths are read at import; this process's too
 
     common = {"name": "ow", "workers": 1, "base": TINY_BASE, "trial": {"executor": "library", "max_train_samples": 500}}
     first = write_sweep(sweep_env / "ow.yaml", grid={"lr": [1e-3]}, **common)
@@ -268,7 +270,7 @@ def test_a_second_sweep_on_the_same_folder_is_refused_then_overwrite_starts_afre
 
 def test_recover_requeues_a_trial_left_running_on_shared_storage(sweep_env):
     """With a database URL the coordinator cannot tell a dead worker from a live one: only --recover re-queues."""
-    from mnist_lib.sweep import GRID, _suggest, open_study
+    from mnist_lib.workflows.sweep import GRID, _suggest, open_study
 
     db = sweep_env / "shared.db"
     path = write_sweep(sweep_env / "rc.yaml", name="rc", workers=1, base=TINY_BASE, grid={"lr": [1e-3, 2e-3, 3e-3]},

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mnist_lib import MLP, Config, evaluate, train
-from mnist_lib.train import METRIC_COLUMNS, select_device
+from mnist_lib.training.train import METRIC_COLUMNS, select_device
 
 QUICK = Config(epochs=2, batch_size=64, lr=2e-3, hidden=(256, 128), dropout=(0.1, 0.1))
 
@@ -76,7 +76,7 @@ def test_device_selection():
 
 def test_the_best_epochs_weights_are_kept_when_it_is_not_the_last(small_data, monkeypatch):
     """Validation accuracy scripted to peak at epoch 2 of 4: the model must end with epoch 2's weights."""
-    train_mod = importlib.import_module("mnist_lib.train")  # the package exports a function of the same name
+    train_mod = importlib.import_module("mnist_lib.training.train")  # the package exports a function of the same name
 
     scripted = iter([0.50, 0.90, 0.70, 0.80])
     snapshots = []
@@ -104,8 +104,8 @@ def test_ctrl_c_ends_the_run_as_interrupted_with_the_best_weights(small_data, mo
 
 def test_bf16_precision_really_runs_in_bf16(small_data, monkeypatch):
     """The same seed in fp32 and bf16: the step's dtype is bfloat16, its matmuls see bf16 operands, and the metrics differ."""
-    from mnist_lib.model import MLP
-    from mnist_lib.train import build_step
+    from mnist_lib.training.model import MLP
+    from mnist_lib.training.train import build_step
 
     cfg = QUICK.replace(precision="bf16")
     step, _ = build_step(MLP.from_config(cfg), cfg, small_data, torch.device("cpu"))
@@ -124,8 +124,8 @@ def test_bf16_precision_really_runs_in_bf16(small_data, monkeypatch):
 
 def test_build_step_passes_every_option_to_the_step(small_data):
     """The config's regularisers and augmentation reach the step (the step itself is tested in test_regularisers)."""
-    from mnist_lib.model import MLP
-    from mnist_lib.train import build_step
+    from mnist_lib.training.model import MLP
+    from mnist_lib.training.train import build_step
 
     cfg = QUICK.replace(label_smoothing=0.1, max_norm=3.0, aug_rotate=10, lr_schedule="cosine")
     step, plateau = build_step(MLP.from_config(cfg), cfg, small_data, torch.device("cpu"))
@@ -158,14 +158,14 @@ def test_run_time_is_a_duration(small_data):
 
 def test_a_tie_keeps_the_earlier_epoch(small_data, monkeypatch):
     """Equal validation accuracy later is not an improvement: the first epoch to reach the best is kept."""
-    train_mod = importlib.import_module("mnist_lib.train")
+    train_mod = importlib.import_module("mnist_lib.training.train")
     scripted = iter([0.80, 0.90, 0.90])
     monkeypatch.setattr(train_mod, "evaluate", lambda model, x, y: {"loss": 1.0, "acc": next(scripted)})
     assert train(QUICK.replace(epochs=3), small_data, device="cpu", threads=2, progress=False).best_epoch == 2
 
 
 def test_only_a_non_finite_validation_loss_also_stops_the_run(small_data, monkeypatch):
-    train_mod = importlib.import_module("mnist_lib.train")
+    train_mod = importlib.import_module("mnist_lib.training.train")
     losses = iter([1.0, float("nan"), 1.0])
     monkeypatch.setattr(train_mod, "evaluate", lambda model, x, y: {"loss": next(losses), "acc": 0.5})
     result = train(QUICK.replace(epochs=3), small_data, device="cpu", threads=2, progress=False)
@@ -173,8 +173,8 @@ def test_only_a_non_finite_validation_loss_also_stops_the_run(small_data, monkey
 
 
 def test_unavailable_devices_and_bad_thread_counts_are_one_clear_line(monkeypatch):
-    from mnist_lib.errors import UserError
-    from mnist_lib.train import set_threads
+    from mnist_lib.core.errors import UserError
+    from mnist_lib.training.train import set_threads
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)

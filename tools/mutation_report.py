@@ -42,7 +42,8 @@ def statuses() -> dict[str, str]:
 def summarize(by_name: dict[str, str], source_commit: str | None = None) -> dict:
     modules: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for name, status in by_name.items():
-        modules[name.split(".")[1]][status] += 1
+        # "mnist_lib.<layer>.<module>.<function>__mutmut_<n>": the module is the part before the function
+        modules[name.rsplit(".", 1)[0].rsplit(".", 1)[-1]][status] += 1
 
     def score(counts: collections.Counter) -> float | None:
         caught = sum(counts[s] for s in CAUGHT)

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config
-from .errors import UserError
-from .files import read_yaml
+from ..core.config import Config
+from ..core.errors import UserError
+from ..core.files import read_yaml
 
 EXECUTORS = ("papermill", "library")
 TOP_KEYS = {"name", "base", "grid", "refine", "trial", "workers", "storage", "seed"}

@@ -12,8 +12,8 @@ import os
 import socket
 from pathlib import Path
 
-from .errors import UserError
-from .paths import RESULTS_DIR
+from ..core.errors import UserError
+from ..core.paths import RESULTS_DIR
 from .sweep_spec import SweepSpec
 
 GRID, REFINE = "grid", "refine"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from .config import N_CLASSES
+from ..core.config import N_CLASSES
 
 
 def class_counts(labels_by_split: dict[str, torch.Tensor], classes: Sequence[str] | None = None) -> pd.DataFrame:

@@ -16,16 +16,17 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import datasets, plots
-from .config import Config
-from .data import read_split
-from .errors import UserError
-from .evaluate import Report, classification_report
-from .memory import check_fits, human, is_out_of_memory, training_bytes
-from .model import count_params
-from .runs import RunRecorder, atomic_write, environment, load_model, new_run_dir, read_summary, update_summary, write_json
-from .splits import load_test, prepare_data
-from .train import TrainResult, select_device, set_threads, train
+from ..core import datasets
+from ..core.config import Config
+from ..core.errors import UserError
+from ..data.idx import read_split
+from ..data.splits import load_test, prepare_data
+from ..records import plots
+from ..records.runs import RunRecorder, atomic_write, environment, load_model, new_run_dir, read_summary, update_summary, write_json
+from ..training.evaluate import Report, classification_report
+from ..training.memory import check_fits, human, is_out_of_memory, training_bytes
+from ..training.model import count_params
+from ..training.train import TrainResult, select_device, set_threads, train
 
 
 def train_and_record(

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import plots
-from .config import Config
-from .files import read_json
-from .runs import atomic_write, write_json
+from ..core.config import Config
+from ..core.files import read_json
+from ..records import plots
+from ..records.runs import atomic_write, write_json
 from .sweep_spec import SweepSpec, expand
 from .sweep_store import GRID, REFINE, counts, open_study, sweep_dir
 

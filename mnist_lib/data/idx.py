@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import datasets
-from .datasets import DatasetSpec, idx_size
-from .errors import UserError
-from .paths import DATA_DIR_ENV, DATA_ROOT_ENV, DEFAULT_DATA_ROOT
+from ..core import datasets
+from ..core.datasets import DatasetSpec, idx_size
+from ..core.errors import UserError
+from ..core.paths import DATA_DIR_ENV, DATA_ROOT_ENV, DEFAULT_DATA_ROOT
 
 SPLITS = ("train", "test")
 MIRRORS_ENV = "MNIST_MIRRORS"

@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..core.config import Config
+from ..core.errors import UserError
+from ..data.splits import Data
 from .augment import Augment
 from .backprop import ReluTrainStep, supports
-from .config import Config
 from .engine import TrainStep
-from .errors import UserError
 from .evaluate import evaluate
 from .model import MLP
-from .splits import Data
 
 ENGINES = ("auto", "autograd", "manual")
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")

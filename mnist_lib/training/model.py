@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import datasets
-from .config import N_CLASSES, Config
+from ..core import datasets
+from ..core.config import N_CLASSES, Config
 
 N_INPUTS = 28 * 28
 # Config.activation -> the module; leaky_relu with torch's default slope 0.01

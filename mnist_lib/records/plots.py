@@ -16,7 +16,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .explore import class_fractions
+from ..data.explore import class_fractions
 from .runs import atomic_write
 
 DPI = 110

@@ -9,7 +9,7 @@ folder, so re-executing a notebook never touches the committed results.
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # mnist_lib/core/paths.py -> the repository
 DATA_DIR_ENV = "MNIST_DATA_DIR"
 DATA_ROOT_ENV = "MNIST_DATA_ROOT"  # a folder holding mnist/, fashion-mnist/, ... side by side
 DEFAULT_DATA_ROOT = REPO_ROOT / "data"

@@ -1,6 +1,6 @@
 """Compare configs trained over several seeds: a results table and learning curves, from their folders.
 
-    from mnist_lib.compare import load_seed_runs, results_table
+    from mnist_lib.records.compare import load_seed_runs, results_table
     folders = {"reference": "results/final", "mlp_aug": "results/configs/mlp_aug"}
     results_table(folders)                      # params, epochs, minutes per seed, val/test mean ± std
     load_seed_runs("results/configs/mlp_aug").histories   # {seed: metrics.csv as a DataFrame}
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import UserError
-from .files import read_json
+from ..core.errors import UserError
+from ..core.files import read_json
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .config import N_CLASSES
+from ..core.config import N_CLASSES
 
 EVAL_BATCH = 8192  # large batches: no gradients are kept, memory is not the limit
 

@@ -24,10 +24,10 @@ import signal
 import time
 from pathlib import Path
 
-from .data import TEST_LOCK_ENV
-from .errors import UserError
-from .paths import NOTEBOOKS_DIR
-from .runs import read_summary
+from ..core.errors import UserError
+from ..core.paths import NOTEBOOKS_DIR
+from ..data.idx import TEST_LOCK_ENV
+from ..records.runs import read_summary
 from .sweep_report import write_report
 from .sweep_spec import SweepSpec, decode_choice, refine_space
 from .sweep_store import GRID, REFINE, counts, open_study, quiet_optuna, storage_url, sweep_dir

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from . import datasets
-from .config import N_CLASSES, Config
-from .data import read_split
-from .errors import UserError
+from ..core import datasets
+from ..core.config import N_CLASSES, Config
+from ..core.errors import UserError
+from .idx import read_split
 
 
 def stratified_split(labels: torch.Tensor, val_size: int, seed: int, n_classes: int = N_CLASSES) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config
-from .errors import UserError
-from .files import read_yaml
-from .paths import EXECUTED_NOTEBOOKS_DIR, NOTEBOOK_PARAMS_DIR, NOTEBOOKS_DIR
+from ..core.config import Config
+from ..core.errors import UserError
+from ..core.files import read_yaml
+from ..core.paths import EXECUTED_NOTEBOOKS_DIR, NOTEBOOK_PARAMS_DIR, NOTEBOOKS_DIR
 
 KERNEL = "python3"  # the project environment's own kernel (see use_project_kernel)
 

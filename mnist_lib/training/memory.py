@@ -18,8 +18,8 @@ import os
 
 import torch
 
-from .config import Config
-from .errors import UserError
+from ..core.config import Config
+from ..core.errors import UserError
 from .evaluate import EVAL_BATCH
 from .model import MLP, count_params
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .errors import UserError
+from ..core.errors import UserError
 
 MAX_PIXELS = 50_000_000  # 50 megapixels: every phone photo, far below what a decompression bomb declares
 WORK_SIDE = 1024  # larger pictures are box-averaged down to this first: the result is 28 x 28 anyway

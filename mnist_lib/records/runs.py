@@ -29,12 +29,12 @@ import safetensors
 import safetensors.torch
 import torch
 
-from .config import Config
-from .errors import UserError
-from .files import read_json
-from .model import MLP
-from .paths import RUNS_DIR
-from .train import METRIC_COLUMNS
+from ..core.config import Config
+from ..core.errors import UserError
+from ..core.files import read_json
+from ..core.paths import RUNS_DIR
+from ..training.model import MLP
+from ..training.train import METRIC_COLUMNS
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE = "config.json", "metrics.csv", "summary.json", "model.safetensors"
 
