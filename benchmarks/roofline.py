@@ -111,7 +111,10 @@ def baseline_package(rev: str):
 
 def baseline_epoch(pkg, cfg: Config, data, precision: str, device: torch.device):
     """One epoch of the baseline revision's training step for `cfg` (its own Config, model and build_step)."""
-    train_mod = importlib.import_module(f"{pkg.__name__}.train")  # the module: the package exports a function `train`
+    try:  # the module, not the package's function `train`: training/train.py since the layer folders, train.py before
+        train_mod = importlib.import_module(f"{pkg.__name__}.training.train")
+    except ModuleNotFoundError:
+        train_mod = importlib.import_module(f"{pkg.__name__}.train")
     fields = set(pkg.Config.field_names())
     old_cfg = pkg.Config.from_dict({k: v for k, v in cfg.to_dict().items() if k in fields}).replace(precision=precision)
     torch.manual_seed(0)
