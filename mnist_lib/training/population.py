@@ -375,14 +375,14 @@ def evaluate_members(model: StackedMLP, x: torch.Tensor, y: torch.Tensor, batch_
     """Each member's (mean loss, accuracy) on the shared (x, y), fp32, eval mode: the same numbers as evaluate() per member."""
     model.eval()
     loss = torch.zeros(model.n_members, device=x.device)
-    correct = torch.zeros(model.n_members, device=x.device)
+    correct = torch.zeros(model.n_members, dtype=torch.long, device=x.device)
     for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
         logits = model(xb.float().flatten(1).expand(model.n_members, -1, -1)).float()
         target = yb.expand(model.n_members, -1)
         loss += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(1)
         correct += (logits.argmax(2) == target).sum(1)
     model.train()
-    return (loss / len(y)).tolist(), (correct / len(y)).tolist()
+    return (loss / len(y)).tolist(), [c / len(y) for c in correct.tolist()]
 
 
 def train_population(
