@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import torch
 from mnist_lib import MLP, Config
 from mnist_lib.records.runs import atomic_write, environment
 from mnist_lib.training.engine import DTYPES
+from mnist_lib.training.population import PopulationStep, StackedMLP, population_epoch
 from mnist_lib.training.train import build_step, set_threads, train_epoch
 
 
@@ -56,6 +58,27 @@ def library_epoch(cfg: Config, data, precision: str, device: torch.device, threa
         if threads is not None:
             set_threads(threads)
         return train_epoch(step, x, y, cfg.batch_size, gen)
+
+    return run
+
+
+def population_epoch_fn(cfg: Config, data, precision: str, device: torch.device, members: int, threads: int | None = None):
+    """A function training one epoch of a population of `members` copies of `cfg` (seeds 0..members-1) side by side."""
+    configs = [cfg.replace(precision=precision, seed=s) for s in range(members)]
+    models = []
+    for c in configs:
+        torch.manual_seed(c.seed)
+        models.append(MLP.from_config(c))
+    model = StackedMLP.from_members(models).to(device)
+    step = PopulationStep(configs, model, data, math.ceil(len(data.y_train) / cfg.batch_size))
+    x = data.x_train.to(device, DTYPES[precision])
+    y = data.y_train.to(device)
+    gens = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]
+
+    def run():
+        if threads is not None:
+            set_threads(threads)
+        return population_epoch(step, x, y, cfg.batch_size, gens)
 
     return run
 
