@@ -5,6 +5,7 @@
     python -m mnist_lib train --dataset fashion-mnist --optimizer sgd --momentum 0.9 --norm batch --activation gelu
     python -m mnist_lib train --epochs 5 --lr 1e-3 --name quick
     python -m mnist_lib train --config configs/mlp_aug.json --seeds 0 1 2 --name aug3   # mean ± std over seeds
+    python -m mnist_lib train --seeds 0 1 2 3 --population on      # the seeds side by side (the default on CUDA)
     python -m mnist_lib evaluate results/runs/quick
     python -m mnist_lib predict results/runs/quick my_digit.png
     python -m mnist_lib notebooks                  # execute notebooks/params/*.yaml with papermill
@@ -110,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", type=int, nargs="+", metavar="S",
         help="train once per seed into RUN_DIR/seed_<S>/ and write summary.json/.csv with mean ± std (overrides --seed)",
     )  # fmt: skip
+    t.add_argument(
+        "--population", choices=["auto", "on", "off"],
+        help="with --seeds: train the seeds side by side as one population (on), one after another (off), or side by side "
+        "on CUDA only (auto, the default: on the CPU a population is slower per model)",
+    )  # fmt: skip
     t.add_argument("--figures-dir", metavar="DIR", help="where to write the figures (default: the run directory)")
     data_dir_flag(t)
     add_config_flags(t)
@@ -187,11 +193,14 @@ def cmd_train(args) -> None:
         run_dir=args.run_dir, name=args.name, overwrite=args.overwrite, data_dir=args.data_dir,
         max_train_samples=args.max_train_samples, threads=args.threads, device=args.device, progress=not args.quiet,
     )  # fmt: skip
+    if args.population and not args.seeds:
+        raise UserError("--population applies to several seeds; add --seeds S [S ...]")
     if args.seeds:
         from .workflows.experiment import multi_seed
 
         out_dir = common.pop("run_dir")
-        results = multi_seed(config, args.seeds, out_dir, evaluate_test=args.evaluate_test, **common)
+        population = args.population or "auto"
+        results = multi_seed(config, args.seeds, out_dir, evaluate_test=args.evaluate_test, population=population, **common)
         print(f"{results.line()} -> {results.out_dir}")
         if results.aggregate["n_seeds"] < len(args.seeds):
             raise UserError(

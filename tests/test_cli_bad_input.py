@@ -66,6 +66,29 @@ CASES = {
         ],
         "training needs at least 5.0 TB on cpu",
     ),  # fmt: skip
+    "population-too-large": (
+        lambda d, run, png, m: [
+            "train",
+            "--hidden",
+            "30000000",
+            "--dropout",
+            "0.1",
+            "--seeds",
+            "0",
+            "1",
+            "--population",
+            "on",
+            "--run-dir",
+            d / "r",
+            "--device",
+            "cpu",
+        ],
+        "training 2 models side by side needs at least 3.0 TB on cpu",
+    ),  # fmt: skip
+    "population-without-seeds": (
+        lambda d, run, png, m: ["train", "--population", "on", "--run-dir", d / "r"],
+        "--population applies to several seeds",
+    ),
     "model-not-safetensors": (
         lambda d, run, png, m: ["predict", _write(d / "m.safetensors", "PK\x03\x04 a zip"), png],
         "cannot read it as safetensors",

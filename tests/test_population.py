@@ -4,12 +4,13 @@ The references are the library's single-model path (engine.TrainStep, train()) a
 torch.optim's own optimizers and schedulers, never the population code itself.
 """
 
+import json
 import math
 
 import pytest
 import torch
 
-from mnist_lib import MLP, Config, train
+from mnist_lib import MLP, Config, load_model, train
 from mnist_lib.core.errors import UserError
 from mnist_lib.training import model as model_module
 from mnist_lib.training import population
@@ -287,3 +288,29 @@ def test_max_norm_caps_each_members_rows_at_its_own_norm_as_renorm_does():
     assert stacked.weights[1].norm(dim=1).max() > 0 and torch.equal(
         stacked.weights[1], StackedMLP.from_members(members_of(configs)).weights[1]
     )
+
+
+def test_seeds_side_by_side_leave_the_records_one_after_another_leaves(tmp_path, mnist_dir):
+    """multi_seed's population path: the same folders, files and (without dropout) metrics as seed after seed."""
+    import csv
+
+    from mnist_lib.workflows.experiment import multi_seed
+
+    cfg = Config(epochs=2, hidden=(32,), dropout=(0.0,), lr=2e-3)
+    options = {"data_dir": mnist_dir, "max_train_samples": 2000, "device": "cpu", "progress": False, "evaluate_test": False}
+    side = multi_seed(cfg, [3, 4], tmp_path / "side", population="on", **options)
+    alone = multi_seed(cfg, [3, 4], tmp_path / "alone", population="off", **options)
+    assert side.aggregate["n_seeds"] == 2 and side.aggregate["val_acc_mean"] == pytest.approx(alone.aggregate["val_acc_mean"], abs=2e-4)
+    for seed in (3, 4):
+        a, b = tmp_path / "side" / f"seed_{seed}", tmp_path / "alone" / f"seed_{seed}"
+        assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+        rows_a, rows_b = (list(csv.DictReader((d / "metrics.csv").read_text().splitlines())) for d in (a, b))
+        for ra, rb in zip(rows_a, rows_b, strict=True):
+            assert float(ra["train_loss"]) == pytest.approx(float(rb["train_loss"]), rel=1e-4)
+        summary = json.loads((a / "summary.json").read_text())
+        assert summary["population_size"] == 2 and summary["status"] == "completed"
+        model, config, _, _ = load_model(a)
+        assert config.seed == seed
+    assert json.loads((tmp_path / "side" / "summary.json").read_text())["population_size"] == 2
+    with pytest.raises(UserError, match="population must be one of"):
+        multi_seed(cfg, [0], tmp_path / "x", population="yes", **options)

@@ -67,15 +67,17 @@ def human(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def check_fits(config: Config, device: torch.device) -> None:
-    """Refuse, with one line, a config whose training cannot fit in the device's free memory."""
+def check_fits(config: Config, device: torch.device, models: int = 1) -> None:
+    """Refuse, with one line, a config whose training (of `models` copies side by side) cannot fit in the device's free memory."""
     available = available_bytes(device)
     if available is None:
         return
     params, needed = training_bytes(config)
+    params, needed = params * models, needed * models
     if needed > available:
+        what = f"training {models} models side by side" if models > 1 else "training"
         raise UserError(
-            f"training needs at least {human(needed)} on {device} ({params:,} parameters: weights, gradients, Adam state, "
+            f"{what} needs at least {human(needed)} on {device} ({params:,} parameters: weights, gradients, Adam state, "
             f"best-epoch copy and activations) but {human(available)} is available; choose smaller hidden widths or batch_size"
         )
 

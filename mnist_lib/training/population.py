@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -392,8 +392,11 @@ def train_population(
     device: str | torch.device = "auto",
     threads: int | None = None,
     progress: bool = True,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> list[TrainResult]:
     """Train every config at once; a TrainResult per member, in order, each as train() would return it.
+
+    on_epoch(m, row) is called after each epoch for every member m still training.
 
     Each member's initial weights and batch order come from its own seed, exactly as
     in its single run; its dropout masks come from the population's shared stream.
@@ -441,6 +444,8 @@ def train_population(
                     "seconds": seconds,
                 }
                 result.history.append(row)
+                if on_epoch is not None:
+                    on_epoch(m, row)
                 if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
                     result.status = "diverged"
                     step.mask(m)

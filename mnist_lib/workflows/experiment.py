@@ -26,7 +26,10 @@ from ..records.runs import RunRecorder, atomic_write, environment, load_model, n
 from ..training.evaluate import Report, classification_report
 from ..training.memory import check_fits, human, is_out_of_memory, training_bytes
 from ..training.model import count_params
+from ..training.population import check_compatible, train_population
 from ..training.train import TrainResult, select_device, set_threads, train
+
+POPULATION_CHOICES = ("auto", "on", "off")  # multi_seed's population option
 
 
 def train_and_record(
@@ -54,7 +57,54 @@ def train_and_record(
     check_fits(config, dev)
     data = prepare_data(config, data_dir, max_train_samples)
     run_dir = new_run_dir(run_dir, name, overwrite)
-    recorder = RunRecorder(
+    recorder = _start_record(run_dir, config, data, dev, n_threads, max_train_samples)
+    try:
+        result = train(config, data, device=dev, threads=n_threads, progress=progress, on_epoch=recorder.on_epoch)
+    except BaseException as e:
+        _fail_records([recorder], e, config, dev, 1)
+        raise
+    summary = _finish_record(recorder, result, run_dir, figures_dir)
+    return run_dir, result, summary
+
+
+def train_population_and_record(
+    configs: list[Config],
+    run_dirs: list[Path],
+    *,
+    data_dir: str | Path | None = None,
+    max_train_samples: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[tuple[Path, TrainResult, dict]]:
+    """Train `configs` side by side as one population (training/population.py); a run record per member in `run_dirs`.
+
+    Each record has the layout and fields of a single run's, plus population_size.
+    Its train_seconds is the population's wall time, shared by all its members.
+    The run directories must be new (new_run_dir's rules apply to each).
+    """
+    check_compatible(configs)
+    dev = select_device(device)
+    n_threads = set_threads(threads)
+    check_fits(configs[0], dev, models=len(configs))
+    data = prepare_data(configs[0], data_dir, max_train_samples)  # members share dataset, val_size and split_seed
+    run_dirs = [new_run_dir(d) for d in run_dirs]  # refused if one is taken, before any training
+    recorders = [
+        _start_record(run_dir, cfg, data, dev, n_threads, max_train_samples, population_size=len(configs))
+        for run_dir, cfg in zip(run_dirs, configs, strict=True)
+    ]
+    try:
+        results = train_population(
+            configs, data, device=dev, threads=n_threads, progress=progress, on_epoch=lambda m, row: recorders[m].on_epoch(row)
+        )
+    except BaseException as e:
+        _fail_records(recorders, e, configs[0], dev, len(configs))
+        raise
+    return [(rec.dir, res, _finish_record(rec, res, rec.dir, None)) for rec, res in zip(recorders, results, strict=True)]
+
+
+def _start_record(run_dir: Path, config: Config, data, dev, n_threads: int, max_train_samples: int | None, **extra) -> RunRecorder:
+    return RunRecorder(
         run_dir,
         config,
         {
@@ -66,23 +116,29 @@ def train_and_record(
             "norm_mean": data.mean,
             "norm_std": data.std,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **extra,
             **environment(str(dev), n_threads),
         },
     )
-    try:
-        result = train(config, data, device=dev, threads=n_threads, progress=progress, on_epoch=recorder.on_epoch)
-    except BaseException as e:
-        recorder.fail(f"{type(e).__name__}: {e}")
-        if is_out_of_memory(e):
-            _, needed = training_bytes(config)
-            raise UserError(
-                f"out of memory on {dev} while training (at least {human(needed)} needed); run marked failed in {run_dir}"
-            ) from None
-        raise
+
+
+def _fail_records(recorders: list[RunRecorder], error: BaseException, config: Config, dev, models: int) -> None:
+    """Mark every record failed; an out-of-memory error becomes the UserError that says so."""
+    for recorder in recorders:
+        recorder.fail(f"{type(error).__name__}: {error}")
+    if is_out_of_memory(error):
+        _, needed = training_bytes(config)
+        where = recorders[0].dir if models == 1 else recorders[0].dir.parent
+        raise UserError(
+            f"out of memory on {dev} while training (at least {human(needed * models)} needed); run marked failed in {where}"
+        ) from None
+
+
+def _finish_record(recorder: RunRecorder, result: TrainResult, run_dir: Path, figures_dir: str | Path | None) -> dict:
     summary = recorder.finish(
         result.model,
-        data.mean,
-        data.std,
+        recorder.summary["norm_mean"],
+        recorder.summary["norm_std"],
         status=result.status,
         params=count_params(result.model),
         epochs_run=len(result.history),
@@ -96,7 +152,7 @@ def train_and_record(
     if result.history:
         plots.save_figure(plots.plot_loss_curves(result.history), out / "loss_curves.png", close=True)
         plots.save_figure(plots.plot_accuracy_curves(result.history), out / "accuracy_curves.png", close=True)
-    return run_dir, result, summary
+    return summary
 
 
 def evaluate_run(
@@ -172,23 +228,34 @@ def multi_seed(
     threads: int | None = None,
     device: str = "auto",
     progress: bool = True,
+    population: str = "auto",
 ) -> SeedResults:
     """Train `config` once per seed into out_dir/seed_<s>/ (one shared split), then evaluate each on test.
 
     out_dir None means results/runs/<name> (default name: a timestamp), as for one run.
+    population: "on" trains the seeds side by side as one population
+    (training/population.py), "off" one after another, "auto" side by side on CUDA
+    only (on the CPU a population is slower per model: benchmarks/population.py).
 
     Writes out_dir/summary.csv (a row per seed) and out_dir/summary.json (config,
     mean and sample std of validation and test accuracy, split hash, versions).
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
+    if population not in POPULATION_CHOICES:
+        raise UserError(f"population must be one of {', '.join(POPULATION_CHOICES)}, got {population!r}")
+    side_by_side = population == "on" or (population == "auto" and select_device(device).type == "cuda")
     out_dir = new_run_dir(out_dir, name, overwrite)
+    options = dict(data_dir=data_dir, max_train_samples=max_train_samples, threads=threads, device=device, progress=progress)
+    if side_by_side:
+        runs = train_population_and_record([config.replace(seed=s) for s in seeds], [out_dir / f"seed_{s}" for s in seeds], **options)
+    else:
+        runs = (
+            train_and_record(config.replace(seed=s), run_dir=out_dir / f"seed_{s}", **options)
+            for s in tqdm(seeds, desc="seeds", disable=not progress)
+        )
     rows, reports, first = [], {}, None
-    for seed in tqdm(seeds, desc="seeds", disable=not progress):
-        run_dir, result, summary = train_and_record(
-            config.replace(seed=seed), run_dir=out_dir / f"seed_{seed}", data_dir=data_dir,
-            max_train_samples=max_train_samples, threads=threads, device=device, progress=progress,
-        )  # fmt: skip
+    for seed, (run_dir, result, summary) in zip(seeds, runs, strict=True):
         first = first or summary
         row = {k: summary[k] for k in ("status", "best_epoch", "best_val_acc", "final_val_acc", "train_seconds")}
         if evaluate_test and result.status == "completed":
@@ -205,6 +272,8 @@ def multi_seed(
             aggregate[f"{key}_std"] = float(done[col].std(ddof=1)) if len(done) > 1 else 0.0
     keep = ("split_hash", "params", "max_train_samples", "device", "threads", "cpu", "torch_version", "python_version")
     record = {"config": config.to_dict(), **aggregate, **{k: first[k] for k in keep}, "date": time.strftime("%Y-%m-%d")}
+    if side_by_side:  # train_seconds is then the whole population's wall time, shared by its seeds
+        record["population_size"] = len(seeds)
     write_json(out_dir / "summary.json", record)
     atomic_write(out_dir / "summary.csv", table.to_csv(index=False, lineterminator="\n"))
     return SeedResults(config, table, aggregate, reports, out_dir)
