@@ -171,7 +171,7 @@ def test_each_members_schedule_is_its_single_runs(options):
             opt.step()
             sched.step()
         step.t += 1
-        step._sync_schedule()
+        step.apply_schedule()
 
 
 def test_the_schedule_table_is_none_for_plateau_and_spans_every_step():

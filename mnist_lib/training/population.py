@@ -135,6 +135,9 @@ class StackedMLP(torch.nn.Module):
             self.register_buffer(f"running_var{i}", torch.stack([ns[i].running_var for ns in norms]).clone())
         self.register_buffer("rates", torch.stack([_per_member(m.dropout_rates()) for m in members], 1))  # [layers, M]
         self.register_buffer("input_rates", _per_member([m.input_dropout for m in members]))
+        # which layers draw masks at all, decided here on the host: the forward must not sync (CUDA-graph capture)
+        self.drops = [any(m.dropout_rates()[i] > 0 for m in members) for i in range(len(members[0].dropout_rates()))]
+        self.drops_input = any(m.input_dropout > 0 for m in members)
         self.__dict__["template"] = copy.deepcopy(first).cpu()  # the shape member() fills; kept out of parameters()
 
     @classmethod
@@ -158,7 +161,7 @@ class StackedMLP(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.flatten(2)
-        if self.training and bool(self.input_rates.gt(0).any()):
+        if self.training and self.drops_input:
             h = h * keep_masks(h.shape, self.input_rates, h.dtype)
         n_hidden = len(self.weights) - 1
         for i in range(n_hidden):
@@ -167,7 +170,7 @@ class StackedMLP(torch.nn.Module):
             if self.norm != "none":
                 z = self._norm(i, z)
             h = self.act(z)
-            if self.training and bool(self.rates[i].gt(0).any()):
+            if self.training and self.drops[i]:
                 h = h * keep_masks(h.shape, self.rates[i], h.dtype)
         w, b = self.weights[-1], self.biases[-1]
         return torch.baddbmm(b.to(h.dtype), h, w.transpose(1, 2).to(h.dtype))
@@ -206,12 +209,16 @@ class StackedOptimizer:
         self.weight_decay = _per_member(weight_decay, device)
         self.momentum = _per_member(momentum if momentum is not None else [0.0] * len(self.lr), device)
         self.beta1 = torch.full_like(self.lr, ADAM_BETAS[0])  # one-cycle cycles it; otherwise torch's default
-        self.steps = 0
+        # a device tensor, so a captured step reads and advances it; float64, as torch computes the bias
+        # corrections in double: 1 - 0.999**t in float32 loses 4 digits in the first steps
+        self.steps = torch.zeros((), dtype=torch.float64, device=device)
         self.state = [{} for _ in self.params]
 
     @torch.no_grad()
     def step(self) -> None:
         self.steps += 1
+        beta2 = ADAM_BETAS[1]
+        bias2_sqrt = torch.sqrt(1 - beta2**self.steps)
         for p, state in zip(self.params, self.state, strict=True):
             if p.grad is None:
                 continue
@@ -233,12 +240,12 @@ class StackedOptimizer:
             if not state:
                 state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
             m, v = state["m"], state["v"]
-            beta1, beta2 = self.beta1.view(shape), ADAM_BETAS[1]
+            beta1 = self.beta1.view(shape)
             m.lerp_(g, 1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            bias1 = 1 - beta1**self.steps
-            denom = (v.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(ADAM_EPS)
-            p.sub_(m / denom * (lr / bias1))
+            bias1 = 1 - beta1.double() ** self.steps
+            denom = (v.sqrt() / bias2_sqrt.float()).add_(ADAM_EPS)
+            p.sub_(m / denom * (lr.double() / bias1).float())
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -294,32 +301,34 @@ class PopulationStep:
         )
         self.label_smoothing = _per_member([c.label_smoothing for c in configs], device)
         self.max_norm = _per_member([c.max_norm for c in configs], device)
-        self.base_lr = self.optimizer.lr.clone()
+        self.base_lr = self.optimizer.lr.clone()  # plateau: lowered in place at epoch ends
         self.base_momentum = self.optimizer.momentum.clone()
+        self.sgd = first.optimizer == "sgd"
+        # factors per step on the device, indexed by a device step counter: no host work per step, and a
+        # captured step (CUDA graph) advances its own schedule. Plateau and constant schedules: factor 1
+        total = first.epochs * steps_per_epoch + 1
         table = schedule_table(first, steps_per_epoch)
-        # per-step schedules: factor tables on the device, indexed by the step count (no host work per step);
-        # plateau: each member's own ReduceLROnPlateau on a stand-in optimizer, stepped once per epoch
-        self.lr_table, self.momentum_table = (None, None) if table is None else (t.to(device, torch.float32) for t in table)
-        self.plateaus = [] if table is not None else [_plateau(c) for c in configs]
-        self.cycles_momentum = first.lr_schedule == "onecycle"
-        self.t = 0
+        lr_factor = table[0] if table is not None else torch.ones(total)
+        # momentum cycles under one-cycle only; otherwise SGD keeps its own (factor 1) and Adam torch's beta1
+        momentum = table[1] if first.lr_schedule == "onecycle" else torch.full((total,), 1.0 if self.sgd else ADAM_BETAS[0])
+        self.lr_table, self.momentum_table = lr_factor.to(device, torch.float32), momentum.to(device, torch.float32)
+        self.plateaus = [_plateau(c) for c in configs] if first.lr_schedule == "plateau" else []
+        self.t = torch.zeros(1, dtype=torch.long, device=device)
+        self.any_max_norm = any(c.max_norm > 0 for c in configs)
         self.augments = [Augment.from_config(c, background=-data.mean / data.std) for c in configs]
         self.active = torch.ones(len(configs), dtype=torch.bool, device=device)
         self.min_batch = 2 if first.norm == "batch" else 1
-        self._sync_schedule()
+        self.apply_schedule()
 
-    def _sync_schedule(self) -> None:
-        """Set each member's lr (and momentum or beta1) for step t; lr 0 for masked members."""
-        if self.lr_table is None:
-            lr = _per_member([p.optimizer.param_groups[0]["lr"] for p in self.plateaus], self.base_lr.device)
+    def apply_schedule(self) -> None:
+        """Set each member's lr (and momentum, or Adam's beta1) for step t, on the device; lr 0 for masked members."""
+        factor = self.lr_table.index_select(0, self.t)
+        torch.mul(self.base_lr * factor, self.active, out=self.optimizer.lr)
+        momentum = self.momentum_table.index_select(0, self.t)
+        if self.sgd:
+            torch.mul(self.base_momentum, momentum, out=self.optimizer.momentum)
         else:
-            lr = self.base_lr * self.lr_table[self.t]
-        torch.mul(lr, self.active, out=self.optimizer.lr)
-        if self.cycles_momentum:
-            if self.optimizer.kind == "sgd":
-                torch.mul(self.base_momentum, self.momentum_table[self.t], out=self.optimizer.momentum)
-            else:
-                self.optimizer.beta1.copy_(self.momentum_table[self.t].expand_as(self.optimizer.beta1))
+            self.optimizer.beta1.copy_(momentum.expand_as(self.optimizer.beta1))
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward; returns each member's (summed loss, correct count), [M] tensors."""
@@ -341,11 +350,10 @@ class PopulationStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss_sum, correct = self.gradients(x, y)
         self.optimizer.step()
-        if bool(self.max_norm.gt(0).any()):
+        if self.any_max_norm:
             self._renorm()
-        if self.lr_table is not None:
-            self.t += 1
-            self._sync_schedule()
+        self.t += 1
+        self.apply_schedule()
         return loss_sum, correct
 
     @torch.no_grad()
@@ -359,15 +367,18 @@ class PopulationStep:
 
     def end_epoch(self, val_losses: Sequence[float]) -> None:
         """Step each member's plateau schedule on its validation loss, then refresh the optimizer's lr."""
-        for plateau, loss in zip(self.plateaus, val_losses, strict=False):  # no plateaus under a per-step schedule
+        if not self.plateaus:
+            return
+        for plateau, loss in zip(self.plateaus, val_losses, strict=True):
             if math.isfinite(loss):
                 plateau.step(loss)
-        self._sync_schedule()
+        self.base_lr.copy_(_per_member([p.optimizer.param_groups[0]["lr"] for p in self.plateaus], self.base_lr.device))
+        self.apply_schedule()
 
     def mask(self, m: int) -> None:
         """Stop training member m: lr 0 and gradients ignored from now on."""
         self.active[m] = False
-        self._sync_schedule()
+        self.apply_schedule()
 
 
 @torch.no_grad()
