@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --seeds: train the seeds side by side as one population (on), one after another (off), or side by side "
         "on CUDA only (auto, the default: on the CPU a population is slower per model)",
     )  # fmt: skip
+    t.add_argument(
+        "--graph", action=argparse.BooleanOptionalAction,
+        help="replay the training step as a CUDA graph (default: on CUDA; --no-graph for the eager step, to debug)",
+    )  # fmt: skip
     t.add_argument("--figures-dir", metavar="DIR", help="where to write the figures (default: the run directory)")
     data_dir_flag(t)
     add_config_flags(t)
@@ -192,6 +196,7 @@ def cmd_train(args) -> None:
     common = dict(
         run_dir=args.run_dir, name=args.name, overwrite=args.overwrite, data_dir=args.data_dir,
         max_train_samples=args.max_train_samples, threads=args.threads, device=args.device, progress=not args.quiet,
+        graph=args.graph,
     )  # fmt: skip
     if args.population and not args.seeds:
         raise UserError("--population applies to several seeds; add --seeds S [S ...]")

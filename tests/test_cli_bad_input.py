@@ -85,6 +85,10 @@ CASES = {
         ],
         "training 2 models side by side needs at least 3.0 TB on cpu",
     ),  # fmt: skip
+    "graph-on-cpu": (
+        lambda d, run, png, m: ["train", "--seeds", "0", "1", "--graph", "--device", "cpu", "--run-dir", d / "r"],
+        "CUDA graphs need a CUDA device, not cpu",
+    ),
     "population-without-seeds": (
         lambda d, run, png, m: ["train", "--population", "on", "--run-dir", d / "r"],
         "--population applies to several seeds",

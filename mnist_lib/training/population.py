@@ -44,8 +44,9 @@ from ..core.errors import UserError
 from ..data.splits import Data
 from .augment import Augment
 from .engine import DTYPES
+from .graphs import GraphedEpochs
 from .model import ACTIVATIONS, MLP
-from .train import TrainResult, examples_per_epoch, make_scheduler, select_device, set_threads
+from .setup import TrainResult, examples_per_epoch, make_scheduler, resolve_graph, select_device, set_threads
 
 # Config fields every member of one population must share; the rest may differ per member
 SHARED_FIELDS = (
@@ -335,7 +336,8 @@ class PopulationStep:
         self.model.train()
         if any(a is not None for a in self.augments):
             x = torch.stack([a(xm) if a is not None else xm for a, xm in zip(self.augments, x, strict=True)])
-        autocast = torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+        # no weight-cast cache: under CUDA-graph capture each replay must cast the current weights
+        autocast = torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32, cache_enabled=False)
         with autocast:
             logits = self.model(x)
         log_probs = torch.log_softmax(logits.float(), -1)
@@ -404,10 +406,12 @@ def train_population(
     threads: int | None = None,
     progress: bool = True,
     on_epoch: Callable[[int, dict], None] | None = None,
+    graph: bool | None = None,
 ) -> list[TrainResult]:
     """Train every config at once; a TrainResult per member, in order, each as train() would return it.
 
     on_epoch(m, row) is called after each epoch for every member m still training.
+    graph: replay the step as a CUDA graph (graphs.py); None means on CUDA, off elsewhere.
 
     Each member's initial weights and batch order come from its own seed, exactly as
     in its single run; its dropout masks come from the population's shared stream.
@@ -431,6 +435,7 @@ def train_population(
     step = PopulationStep(configs, model, data, steps)
     x_train = data.x_train.to(step.dtype)
     n_used = examples_per_epoch(n, first.batch_size, step.min_batch)
+    runner = GraphedEpochs(step, x_train, data.y_train, first.batch_size) if resolve_graph(graph, dev) else None
     results = [TrainResult(model=members[m], device=str(dev), threads=n_threads) for m in range(len(configs))]
     best = [None] * len(configs)
     start = time.perf_counter()
@@ -439,7 +444,7 @@ def train_population(
         for epoch in bar:
             t0 = time.perf_counter()
             lrs = step.optimizer.lr.tolist()
-            loss_sum, correct = population_epoch(step, x_train, data.y_train, first.batch_size, gens)
+            loss_sum, correct = population_epoch(step, x_train, data.y_train, first.batch_size, gens, runner)
             val_loss, val_acc = evaluate_members(model, data.x_val, data.y_val)
             seconds = time.perf_counter() - t0
             for m, result in enumerate(results):
@@ -487,14 +492,23 @@ def train_population(
 
 
 def population_epoch(
-    step: PopulationStep, x: torch.Tensor, y: torch.Tensor, batch_size: int, gens: Sequence[torch.Generator]
+    step: PopulationStep,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    gens: Sequence[torch.Generator],
+    runner: GraphedEpochs | None = None,
 ) -> tuple[list[float], list[float]]:
     """One pass per member over its own permutation (drawn from its generator, as train_epoch draws it).
 
     Returns each member's summed loss and correct count; one host sync per epoch.
+    With a runner, full batches are CUDA-graph replays (graphs.py).
     """
     perms = torch.stack([torch.randperm(len(y), device=x.device, generator=g) for g in gens])
     perms = perms[:, : examples_per_epoch(len(y), batch_size, step.min_batch)]
+    if runner is not None:
+        loss_sum, correct = runner.epoch(perms)
+        return loss_sum.tolist(), [float(c) for c in correct.tolist()]
     loss_sum = torch.zeros(len(gens), device=x.device)
     correct = torch.zeros(len(gens), dtype=torch.long, device=x.device)
     for idx in perms.split(batch_size, dim=1):

@@ -19,96 +19,22 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from ..core.config import Config
-from ..core.errors import UserError
 from ..data.splits import Data
 from .augment import Augment
 from .backprop import ReluTrainStep, supports
 from .engine import TrainStep
 from .evaluate import evaluate
 from .model import MLP
+from .population import train_population
+from .setup import TrainResult, examples_per_epoch, make_optimizer, make_scheduler, resolve_graph, select_device, set_threads
 
 ENGINES = ("auto", "autograd", "manual")
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; otherwise the named device, checked."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda requested but torch sees no CUDA GPU")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError("device mps requested but it is not available")
-    return dev
-
-
-def set_threads(threads: int | None) -> int:
-    """Set torch's intra-op CPU threads (None keeps torch's default); return the count in use."""
-    if threads is not None:
-        if threads < 1:
-            raise UserError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
-
-
-@dataclass
-class TrainResult:
-    """What a run produced. `model` holds the best-by-validation weights."""
-
-    model: MLP
-    history: list[dict] = field(default_factory=list)
-    status: str = "completed"  # completed | diverged | interrupted
-    best_epoch: int = 0
-    best_val_acc: float = float("nan")
-    final_val_acc: float = float("nan")
-    train_seconds: float = 0.0
-    device: str = "cpu"
-    threads: int = 1
-
-
-def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device) -> torch.optim.Optimizer:
-    """config.optimizer over the model's parameters.
-
-    Weight decay: Adam and SGD add weight_decay * w to the gradient (an L2 penalty,
-    which Adam then rescales per parameter); AdamW subtracts lr * weight_decay * w
-    from the weights, decoupled from the gradient (Loshchilov and Hutter 2019).
-    """
-    # fused: the whole update is one kernel per step (CPU and CUDA) for all three
-    fused = True if device.type in ("cpu", "cuda") else None
-    params, lr, wd = model.parameters(), config.lr, config.weight_decay
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=wd, fused=fused)
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=lr, weight_decay=wd, fused=fused)
-
-
-def make_scheduler(opt: torch.optim.Optimizer, config: Config, steps_per_epoch: int):
-    """(ReduceLROnPlateau stepped per epoch, or None; a per-step scheduler, or None) for config.lr_schedule."""
-    total = config.epochs * steps_per_epoch
-    if config.lr_schedule == "cosine":
-        return None, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    if config.lr_schedule == "onecycle":  # warm up from lr/25 to lr over 30 % of the steps, then anneal
-        # momentum runs opposite to the lr: Adam's beta1 between torch's 0.85 and 0.95, SGD's momentum
-        # between 0.85/0.95 of config.momentum and config.momentum (plain SGD, momentum 0, has none to cycle)
-        cycle = {}
-        if config.optimizer == "sgd":
-            cycle = {"cycle_momentum": config.momentum > 0, "max_momentum": config.momentum, "base_momentum": config.momentum * 0.85 / 0.95}
-        return None, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, **cycle)
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=config.lr_factor, patience=config.lr_patience), None
 
 
 def build_step(model: MLP, config: Config, data: Data, device: torch.device, engine: str = "auto") -> tuple[TrainStep, object | None]:
@@ -140,9 +66,19 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
     engine: str = "auto",
+    graph: bool | None = None,
 ) -> TrainResult:
-    """Train an MLP per `config` on `data`; call `on_epoch(row)` after each epoch."""
+    """Train an MLP per `config` on `data`; call `on_epoch(row)` after each epoch.
+
+    graph: capture the step once as a CUDA graph and replay it per batch (graphs.py,
+    through a population of one). None means on CUDA with engine "auto", off
+    elsewhere; False is the eager step, for debugging. The graph draws its dropout
+    masks from the CUDA generator, so it matches the eager step in distribution.
+    """
     dev = device if isinstance(device, torch.device) else select_device(device)
+    if resolve_graph(graph, dev, engine):
+        callback = None if on_epoch is None else (lambda _member, row: on_epoch(row))
+        return train_population([config], data, device=dev, threads=threads, progress=progress, on_epoch=callback, graph=True)[0]
     n_threads = set_threads(threads)
     torch.manual_seed(config.seed)  # weight init and dropout masks
     shuffle_gen = torch.Generator(device=dev).manual_seed(config.seed)
@@ -195,12 +131,6 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
-
-
-def examples_per_epoch(n: int, batch_size: int, min_batch: int) -> int:
-    """How many of n examples an epoch trains on: all, less a last batch smaller than min_batch (BatchNorm: 2)."""
-    last = n % batch_size
-    return n - last if 0 < last < min_batch else n
 
 
 def train_epoch(step: TrainStep, x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator) -> tuple[float, float]:

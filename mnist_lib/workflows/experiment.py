@@ -27,6 +27,7 @@ from ..training.evaluate import Report, classification_report
 from ..training.memory import check_fits, human, is_out_of_memory, training_bytes
 from ..training.model import count_params
 from ..training.population import check_compatible, train_population
+from ..training.setup import resolve_graph
 from ..training.train import TrainResult, select_device, set_threads, train
 
 POPULATION_CHOICES = ("auto", "on", "off")  # multi_seed's population option
@@ -43,6 +44,7 @@ def train_and_record(
     threads: int | None = None,
     device: str = "auto",
     progress: bool = True,
+    graph: bool | None = None,
     figures_dir: str | Path | None = None,
 ) -> tuple[Path, TrainResult, dict]:
     """Train per `config` and write a run record; returns (run_dir, result, summary).
@@ -53,13 +55,14 @@ def train_and_record(
     UserError.
     """
     dev = select_device(device)
+    resolve_graph(graph, dev)  # refused before anything is written
     n_threads = set_threads(threads)
     check_fits(config, dev)
     data = prepare_data(config, data_dir, max_train_samples)
     run_dir = new_run_dir(run_dir, name, overwrite)
     recorder = _start_record(run_dir, config, data, dev, n_threads, max_train_samples)
     try:
-        result = train(config, data, device=dev, threads=n_threads, progress=progress, on_epoch=recorder.on_epoch)
+        result = train(config, data, device=dev, threads=n_threads, progress=progress, on_epoch=recorder.on_epoch, graph=graph)
     except BaseException as e:
         _fail_records([recorder], e, config, dev, 1)
         raise
@@ -76,6 +79,7 @@ def train_population_and_record(
     threads: int | None = None,
     device: str = "auto",
     progress: bool = True,
+    graph: bool | None = None,
 ) -> list[tuple[Path, TrainResult, dict]]:
     """Train `configs` side by side as one population (training/population.py); a run record per member in `run_dirs`.
 
@@ -85,6 +89,7 @@ def train_population_and_record(
     """
     check_compatible(configs)
     dev = select_device(device)
+    resolve_graph(graph, dev)
     n_threads = set_threads(threads)
     check_fits(configs[0], dev, models=len(configs))
     data = prepare_data(configs[0], data_dir, max_train_samples)  # members share dataset, val_size and split_seed
@@ -95,7 +100,7 @@ def train_population_and_record(
     ]
     try:
         results = train_population(
-            configs, data, device=dev, threads=n_threads, progress=progress, on_epoch=lambda m, row: recorders[m].on_epoch(row)
+            configs, data, device=dev, threads=n_threads, progress=progress, on_epoch=lambda m, row: recorders[m].on_epoch(row), graph=graph
         )
     except BaseException as e:
         _fail_records(recorders, e, configs[0], dev, len(configs))
@@ -228,6 +233,7 @@ def multi_seed(
     threads: int | None = None,
     device: str = "auto",
     progress: bool = True,
+    graph: bool | None = None,
     population: str = "auto",
 ) -> SeedResults:
     """Train `config` once per seed into out_dir/seed_<s>/ (one shared split), then evaluate each on test.
@@ -244,9 +250,11 @@ def multi_seed(
         raise UserError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
     if population not in POPULATION_CHOICES:
         raise UserError(f"population must be one of {', '.join(POPULATION_CHOICES)}, got {population!r}")
-    side_by_side = population == "on" or (population == "auto" and select_device(device).type == "cuda")
+    dev = select_device(device)
+    resolve_graph(graph, dev)  # refused before the output folder is made
+    side_by_side = population == "on" or (population == "auto" and dev.type == "cuda")
     out_dir = new_run_dir(out_dir, name, overwrite)
-    options = dict(data_dir=data_dir, max_train_samples=max_train_samples, threads=threads, device=device, progress=progress)
+    options = dict(data_dir=data_dir, max_train_samples=max_train_samples, threads=threads, device=device, progress=progress, graph=graph)
     if side_by_side:
         runs = train_population_and_record([config.replace(seed=s) for s in seeds], [out_dir / f"seed_{s}" for s in seeds], **options)
     else:
