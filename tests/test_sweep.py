@@ -101,6 +101,9 @@ def test_a_bundle_sets_its_field_and_companions_together(tmp_path):
         ({"grid": {"lr": [1e-3]}, "refine": {"trials": 0}}, "refine.trials must be an integer >= 1"),
         ({"grid": {"lr": [1e-3]}, "workers": 0}, "workers must be an integer >= 1"),
         ({"grid": {"lr": [1e-3]}, "trial": {"executor": "slurm"}}, "executor must be one of"),
+        ({"grid": {"lr": [1e-3]}, "trial": {"device": "tpu"}}, "trial.device must be one of auto, cpu, cuda"),
+        ({"grid": {"lr": [1e-3]}, "trial": {"population": -2}}, "trial.population must be an integer >= 0"),
+        ({"grid": {"lr": [1e-3]}, "trial": {"members": 8}}, "'trial' takes 'device', 'executor'"),
         ({"grid": {"lr": [1e-3]}, "colour": "blue"}, "unknown key"),
         ({"grid": {"lr": [1e-3]}, "base": {"lr": 1e-3}}, "both fixed and searched"),
     ],
@@ -289,3 +292,65 @@ def test_recover_requeues_a_trial_left_running_on_shared_storage(sweep_env):
     assert proc.returncode == 0, proc.stderr
     t = trials(sweep_env, "rc")
     assert (t["status"] == "completed").all() and sorted(t["lr"]) == [1e-3, 2e-3, 3e-3]  # each point once, none lost
+
+
+# --- populations: trials side by side --------------------------------------------------------
+
+
+def test_a_population_sweep_groups_trials_and_finds_what_one_at_a_time_finds(sweep_env):
+    """Population 3 on the CPU: grid points queued by norm and trained as two populations, a diverging member failed alone,
+    TPE asked in batches; without dropout every trial's accuracy equals the one-at-a-time sweep's."""
+    grid = {"lr": [1e-3, 3e-3, 1e30], "norm": ["none", "batch"]}  # lr 1e30 diverges inside its population
+    common = {"base": TINY_BASE, "grid": grid, "workers": 1}
+    side = write_sweep(sweep_env / "side.yaml", name="side", refine={"trials": 3, "top": 2},
+                       trial={"executor": "library", "max_train_samples": 600, "device": "cpu", "population": 3}, **common)  # fmt: skip
+    alone = write_sweep(
+        sweep_env / "alone.yaml", name="alone", trial={"executor": "library", "max_train_samples": 600, "device": "cpu"}, **common
+    )
+    for path in (side, alone):
+        proc = run_cli("sweep", str(path))
+        assert proc.returncode == 0, proc.stderr
+    a, b = trials(sweep_env, "side"), trials(sweep_env, "alone")
+    grid_a = a[a["stage"] == "grid"].sort_values(["lr", "norm"]).reset_index(drop=True)
+    grid_b = b.sort_values(["lr", "norm"]).reset_index(drop=True)
+    assert len(grid_a) == len(grid_b) == 6
+    assert list(grid_a["status"]) == list(grid_b["status"])
+    assert (grid_a[grid_a["lr"] == 1e30]["status"] == "failed").all()
+    done = grid_a["status"] == "completed"
+    # to a few validation images of 6,000: the stacked BatchNorm sums its statistics in another order than torch's
+    assert (grid_a[done]["best_val_acc"] - grid_b[done]["best_val_acc"]).abs().max() <= 5e-4
+    assert (grid_a["population_size"] == 3).all()  # each grid trial trained beside the two others of its norm
+    refine = a[a["stage"] == "refine"]  # TPE asked for all three at once and they trained in populations of their norm
+    assert len(refine) == 3 and refine["population_size"].notna().all()
+    assert sorted(refine.groupby("norm")["population_size"].first()) == sorted(refine.groupby("norm").size())
+    runs = sweep_env / "results" / "sweeps" / "side" / "runs"
+    assert len(list(runs.glob("grid-*/summary.json"))) == 6
+
+
+def test_a_killed_population_is_requeued_whole_and_no_point_runs_twice(sweep_env):
+    path = write_sweep(
+        sweep_env / "kp.yaml",
+        name="kp",
+        workers=1,
+        base={**TINY_BASE, "epochs": 10},  # long enough for the poll below to see the second population running
+        grid={"lr": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]},
+        trial={"executor": "library", "max_train_samples": 3000, "device": "cpu", "population": 3},
+    )
+    db = sweep_env / "results" / "sweeps" / "kp" / "study.db"
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_lib", "sweep", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    done = running = 0
+    while time.time() < deadline and not (done == 3 and running == 3):
+        time.sleep(0.1)
+        if db.exists():
+            with sqlite3.connect(db) as con, contextlib.suppress(sqlite3.OperationalError):
+                done = con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+                running = con.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert done == 3 and running == 3, "the kill should land while the second population trains"
+    resumed = run_cli("sweep", str(path))
+    assert resumed.returncode == 0, resumed.stderr
+    t = trials(sweep_env, "kp")
+    assert sorted(t["lr"]) == [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]  # each point once: the killed three re-queued, none lost
+    assert (t["status"] == "completed").all()

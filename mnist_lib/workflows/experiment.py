@@ -74,6 +74,7 @@ def train_population_and_record(
     configs: list[Config],
     run_dirs: list[Path],
     *,
+    overwrite: bool = False,
     data_dir: str | Path | None = None,
     max_train_samples: int | None = None,
     threads: int | None = None,
@@ -85,7 +86,7 @@ def train_population_and_record(
 
     Each record has the layout and fields of a single run's, plus population_size.
     Its train_seconds is the population's wall time, shared by all its members.
-    The run directories must be new (new_run_dir's rules apply to each).
+    The run directories must be new unless `overwrite` (new_run_dir's rules apply to each).
     """
     check_compatible(configs)
     dev = select_device(device)
@@ -93,7 +94,7 @@ def train_population_and_record(
     n_threads = set_threads(threads)
     check_fits(configs[0], dev, models=len(configs))
     data = prepare_data(configs[0], data_dir, max_train_samples)  # members share dataset, val_size and split_seed
-    run_dirs = [new_run_dir(d) for d in run_dirs]  # refused if one is taken, before any training
+    run_dirs = [new_run_dir(d, overwrite=overwrite) for d in run_dirs]  # refused if one is taken, before any training
     recorders = [
         _start_record(run_dir, cfg, data, dev, n_threads, max_train_samples, population_size=len(configs))
         for run_dir, cfg in zip(run_dirs, configs, strict=True)

@@ -49,10 +49,20 @@ def _suggest(trial, spec: SweepSpec, stage: str, space: dict) -> dict:
     return decode_choice(params)
 
 
+def trial_device(spec: SweepSpec) -> str:
+    """The device trials train on: trial.device, with auto meaning CUDA when torch sees one."""
+    if spec.device != "auto":
+        return spec.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def run_trial(spec: SweepSpec, config, name: str) -> dict:
     """Train one trial config; returns the run's summary.json. Never touches the test set."""
     out = sweep_dir(spec)
     subset = spec.max_train_samples or None
+    device = trial_device(spec)
     if spec.executor == "library":
         from .experiment import train_and_record
 
@@ -62,7 +72,7 @@ def run_trial(spec: SweepSpec, config, name: str) -> dict:
             overwrite=True,
             max_train_samples=subset,
             threads=spec.threads,
-            device="cpu",
+            device=device,
             progress=False,
         )
         return summary
@@ -76,7 +86,7 @@ def run_trial(spec: SweepSpec, config, name: str) -> dict:
     params = {**config.to_dict(), "run_name": name, "max_train_samples": spec.max_train_samples, "threads": spec.threads}
     papermill.execute_notebook(
         str(NOTEBOOKS_DIR / "02_train.ipynb"), str(out / "notebooks" / f"{name}.ipynb"),
-        parameters={**params, "device": "cpu", "overwrite": True}, kernel_name=KERNEL, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+        parameters={**params, "device": device, "overwrite": True}, kernel_name=KERNEL, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
     )  # fmt: skip
     return read_summary(out / "runs" / name)
 
@@ -99,16 +109,85 @@ def _objective(spec: SweepSpec, stage: str, space: dict):
             trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
             trial.set_user_attr("seconds", time.perf_counter() - start)
             raise
-        for key in ("status", "final_val_acc", "epochs_run", "best_epoch", "train_seconds", "split_hash"):
-            trial.set_user_attr(key, summary.get(key))
-        trial.set_user_attr("seconds", time.perf_counter() - start)
-        value = summary.get("best_val_acc")
-        if summary.get("status") != "completed" or value is None or value != value:
-            trial.set_user_attr("error", f"training {summary.get('status')}")
-            raise RuntimeError(f"training {summary.get('status')}")  # recorded as failed, the sweep goes on
-        return float(value)
+        return _outcome(trial, summary, time.perf_counter() - start)
 
     return objective
+
+
+def _outcome(trial, summary: dict, seconds: float) -> float:
+    """Copy a finished trial's summary into its user attributes; its value, or RuntimeError if it did not complete."""
+    for key in ("status", "final_val_acc", "epochs_run", "best_epoch", "train_seconds", "split_hash", "population_size"):
+        trial.set_user_attr(key, summary.get(key))
+    trial.set_user_attr("seconds", seconds)
+    value = summary.get("best_val_acc")
+    if summary.get("status") != "completed" or value is None or value != value:
+        trial.set_user_attr("error", f"training {summary.get('status')}")
+        raise RuntimeError(f"training {summary.get('status')}")  # recorded as failed, the sweep goes on
+    return float(value)
+
+
+def _ask_batch(spec: SweepSpec, study, stage: str, space: dict, size: int) -> list:
+    """Claim up to `size` trials of `stage` at once (Optuna's ask): [(trial, config)], the points set as user attributes.
+
+    Grid: as many queued points as are waiting. Refinement: TPE's suggestions, within
+    the budget (a trial created past it, by a worker elsewhere, gives way as in _objective).
+    """
+    from optuna.trial import TrialState
+
+    optuna = quiet_optuna()
+    if stage == GRID:
+        n = min(size, len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))))
+    else:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        n = min(size, spec.refine_trials - len(_finished(study)) - len(running))
+    batch = []
+    for _ in range(n):
+        trial = study.ask()
+        lost = stage == GRID and "fixed_params" not in study._storage.get_trial_system_attrs(trial._trial_id)
+        if lost or (stage == REFINE and over_budget(trial, spec.refine_trials)):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # another worker took the last one
+            break
+        point = _suggest(trial, spec, stage, space)
+        trial.set_user_attr("point", point)
+        batch.append((trial, spec.config_for(point)))
+    return batch
+
+
+def run_population_batch(spec: SweepSpec, study, stage: str, batch: list) -> None:
+    """Train a batch of claimed trials as populations (one per group of compatible configs) and tell Optuna each result.
+
+    A kill during training leaves every member RUNNING, so a resumed sweep re-queues
+    each of them (requeue_killed): none is lost, none runs twice.
+    """
+    from optuna.trial import TrialState
+
+    from ..training.population import group_configs
+    from .experiment import train_population_and_record
+
+    out = sweep_dir(spec)
+    configs = [config for _, config in batch]
+    for group in group_configs(configs):
+        trials = [batch[i][0] for i in group]
+        start = time.perf_counter()
+        try:
+            runs = train_population_and_record(
+                [configs[i] for i in group],
+                [out / "runs" / f"{stage}-{t.number:04d}" for t in trials],
+                overwrite=True, max_train_samples=spec.max_train_samples or None, threads=spec.threads,
+                device=trial_device(spec), progress=False,
+            )  # fmt: skip
+        except Exception as e:
+            for t in trials:
+                t.set_user_attr("status", "failed")
+                t.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+                t.set_user_attr("seconds", time.perf_counter() - start)
+                study.tell(t, state=TrialState.FAIL)
+            continue
+        for t, (_, _, summary) in zip(trials, runs, strict=True):
+            try:
+                study.tell(t, _outcome(t, summary, time.perf_counter() - start))
+            except RuntimeError:
+                study.tell(t, state=TrialState.FAIL)
 
 
 def _die_with_parent() -> None:
@@ -156,8 +235,17 @@ def worker(spec: SweepSpec, stage: str, index: int = 0) -> None:
     import torch
 
     torch.set_num_threads(spec.threads)
-    study = open_study(spec, stage, index)
-    objective = _objective(spec, stage, study.user_attrs.get("space", {}))
+    size = spec.population_size(trial_device(spec))
+    study = open_study(spec, stage, index, batched=size > 1)
+    space = study.user_attrs.get("space", {})
+    if size > 1:  # trials side by side: claim a batch, train it as populations, report each
+        while _has_work(spec, study, stage):
+            batch = _ask_batch(spec, study, stage, space, size)
+            if not batch:
+                break
+            run_population_batch(spec, study, stage, batch)
+        return
+    objective = _objective(spec, stage, space)
     while _has_work(spec, study, stage):
         study.optimize(objective, n_trials=1, catch=(Exception,))
 
@@ -219,7 +307,12 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, recover: bool | None 
         recover = not spec.storage
     grid = open_study(spec, GRID)
     if not grid.get_trials(deepcopy=False):
-        for point in spec.grid_points():  # skip_if_exists: a second machine starting at once adds no duplicate
+        points = spec.grid_points()
+        if spec.population_size(trial_device(spec)) > 1:  # compatible points side by side in the queue: whole populations
+            from ..training.population import group_configs
+
+            points = [points[i] for group in group_configs([spec.config_for(p) for p in points]) for i in group]
+        for point in points:  # skip_if_exists: a second machine starting at once adds no duplicate
             grid.enqueue_trial({k: json.dumps(v) for k, v in point.items()}, skip_if_exists=True)
     if recover:
         requeue_killed(grid)

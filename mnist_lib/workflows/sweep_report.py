@@ -19,7 +19,10 @@ STATUS = {"COMPLETE": "completed", "FAIL": "failed", "RUNNING": "running", "WAIT
 
 
 def trials_table(spec: SweepSpec) -> pd.DataFrame:
-    """stage, trial, every searched parameter, best/final val acc, epochs run, seconds, train seconds, status, error."""
+    """stage, trial, every searched parameter, best/final val acc, epochs run, seconds, train seconds, status, error.
+
+    Trials trained in a population add population_size; their seconds are the population's wall time.
+    """
     rows = []
     stages = [GRID, REFINE] if spec.refine_trials else [GRID]
     for stage in stages:
@@ -42,6 +45,8 @@ def trials_table(spec: SweepSpec) -> pd.DataFrame:
                 status=t.user_attrs.get("status") if t.state.name == "COMPLETE" else STATUS[t.state.name],
                 error=t.user_attrs.get("error", ""),
             )
+            if t.user_attrs.get("population_size"):  # trained side by side: seconds are the population's
+                row["population_size"] = t.user_attrs["population_size"]
             rows.append(row)
     return pd.DataFrame(rows)
 

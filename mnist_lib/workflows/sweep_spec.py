@@ -15,7 +15,7 @@ A sweep file (field names are Config's):
         - {optimizer: adam}
         - {optimizer: sgd, momentum: 0.9}
     refine: {trials: 4, top: 2} # stage 2: `trials` TPE trials inside the ranges spanned by the best `top` grid points
-    trial: {executor: papermill, max_train_samples: 0, threads: 1}
+    trial: {executor: papermill, max_train_samples: 0, threads: 1, device: auto, population: 0}
     workers: 2                  # parallel worker processes (default: one per CPU core)
     storage: ""                 # "": SQLite in results/sweeps/<name>/; or a database URL shared by several machines
     seed: 0                     # sampler seed
@@ -35,6 +35,9 @@ from ..core.errors import UserError
 from ..core.files import read_yaml
 
 EXECUTORS = ("papermill", "library")
+DEVICES = ("auto", "cpu", "cuda")
+TRIAL_KEYS = {"executor", "max_train_samples", "threads", "device", "population"}
+AUTO_POPULATION_CUDA = 64  # trial.population 0 on CUDA: up to this many trials side by side
 TOP_KEYS = {"name", "base", "grid", "refine", "trial", "workers", "storage", "seed"}
 
 
@@ -50,6 +53,8 @@ class SweepSpec:
     executor: str = "papermill"
     max_train_samples: int = 0  # 0: the whole training split
     threads: int = 1  # torch threads per worker
+    device: str = "auto"  # where trials train: auto (CUDA if present), cpu or cuda
+    population: int = 0  # trials trained side by side per population: 0 auto (64 on CUDA, 1 on the CPU), 1 never
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     storage: str = ""
     seed: int = 0
@@ -59,6 +64,12 @@ class SweepSpec:
         """Every combination of the grid values, in a fixed order."""
         names = list(self.grid)
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.grid[n] for n in names))]
+
+    def population_size(self, device_type: str) -> int:
+        """How many trials train side by side on `device_type` ("cpu" or "cuda"): 1 means one at a time."""
+        if self.population:
+            return self.population
+        return AUTO_POPULATION_CUDA if device_type == "cuda" else 1
 
     def config_for(self, point: dict[str, Any]) -> Config:
         return Config.from_dict({**self.base, **expand(point)})
@@ -126,9 +137,9 @@ def load_spec(path: str | Path) -> SweepSpec:
     trial = raw.get("trial") or {}
     _need(isinstance(refine, dict) and set(refine) <= {"trials", "top"}, p, "'refine' takes 'trials' and 'top'")
     _need(
-        isinstance(trial, dict) and set(trial) <= {"executor", "max_train_samples", "threads"},
+        isinstance(trial, dict) and set(trial) <= TRIAL_KEYS,
         p,
-        "'trial' takes 'executor', 'max_train_samples' and 'threads'",
+        "'trial' takes " + ", ".join(f"'{k}'" for k in sorted(TRIAL_KEYS)),
     )
     spec = SweepSpec(
         name=str(raw.get("name") or path.stem),
@@ -139,12 +150,15 @@ def load_spec(path: str | Path) -> SweepSpec:
         executor=trial.get("executor", "papermill"),
         max_train_samples=_positive_int(trial.get("max_train_samples", 0), p, "trial.max_train_samples", minimum=0),
         threads=_positive_int(trial.get("threads", 1), p, "trial.threads"),
+        device=str(trial.get("device", "auto")),
+        population=_positive_int(trial.get("population", 0), p, "trial.population", minimum=0),
         workers=_positive_int(raw.get("workers", os.cpu_count() or 1), p, "workers"),
         storage=str(raw.get("storage") or ""),
         seed=_positive_int(raw.get("seed", 0), p, "seed", minimum=0),
         path=p,
     )
     _need(spec.executor in EXECUTORS, p, f"trial.executor must be one of {', '.join(EXECUTORS)}, got {spec.executor!r}")
+    _need(spec.device in DEVICES, p, f"trial.device must be one of {', '.join(DEVICES)}, got {spec.device!r}")
     _need(spec.name.replace("-", "").replace("_", "").isalnum(), p, f"name may hold letters, digits, - and _ only, got {spec.name!r}")
     for point in spec.grid_points():  # refuse a bad value before anything runs
         try:

@@ -34,8 +34,12 @@ def quiet_optuna():
     return optuna
 
 
-def open_study(spec: SweepSpec, stage: str, worker_index: int = 0):
-    """The study of one stage (created on first use); grid values are JSON-encoded categoricals."""
+def open_study(spec: SweepSpec, stage: str, worker_index: int = 0, batched: bool = False):
+    """The study of one stage (created on first use); grid values are JSON-encoded categoricals.
+
+    batched: refinement trials are asked several at a time (a population), so TPE's
+    constant liar counts the ones still running as poor results and spreads the batch out.
+    """
     optuna = quiet_optuna()
     if stage == GRID:  # grid points are enqueued by the coordinator; workers only claim them
         sampler = optuna.samplers.RandomSampler(seed=spec.seed)
@@ -44,7 +48,8 @@ def open_study(spec: SweepSpec, stage: str, worker_index: int = 0):
         # parallel workers (here or on other machines) would propose the same first points
         alone = spec.workers == 1 and not spec.storage
         seed = spec.seed if alone else hash((spec.seed, worker_index, os.getpid(), socket.gethostname())) % 2**31
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(1, spec.refine_trials // 3)))
+        startup = min(5, max(1, spec.refine_trials // 3))
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=batched)
     try:
         return optuna.create_study(
             storage=storage_url(spec), study_name=f"{spec.name}:{stage}", sampler=sampler, direction="maximize", load_if_exists=True
