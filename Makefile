@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision results ablations mutate fuzz clean
+.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision bench-population bench-gpu results ablations mutate fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -101,6 +101,12 @@ bench-augment: setup ## epoch time with affine + elastic augmentation vs without
 
 bench-precision: setup ## fp32 vs bf16: 25-epoch runs over seeds 0-2, val accuracy and wall time, ~5 min
 	$(PY) benchmarks/precision.py --seeds 0 1 2 --csv results/benchmarks/precision.csv
+
+bench-population: setup ## populations of 2, 4, 8 models side by side vs single runs, per model, on this CPU, ~2 min
+	$(PY) benchmarks/population.py --rounds 3 --csv results/benchmarks/population_cpu.csv
+
+bench-gpu: setup ## on a CUDA machine: 25-epoch reference eager vs CUDA graph, populations of 1/8/64, DataLoader peer, reference sweep
+	$(PY) benchmarks/gpu.py --sweep --csv results/benchmarks/gpu.csv
 
 clean: ## remove the virtual environment and caches (keeps data and results)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -49,24 +49,30 @@ class PilMnist(Dataset):
         return (x - self.mean) / self.std, self.labels[i]  # Normalize
 
 
-def torchvision_style_epoch(cfg: Config, data):
-    """A function training one torchvision-style epoch on the training split of `data`."""
+def torchvision_style_epoch(cfg: Config, data, device: str = "cpu", workers: int = 0):
+    """A function training one torchvision-style epoch on the training split of `data`.
+
+    On a GPU the usual script adds loader workers and pinned memory, and moves each batch over.
+    """
     images, labels = read_split("train")
+    dataset = PilMnist(images[data.train_idx], labels[data.train_idx], data.mean, data.std)
+    pin = torch.device(device).type == "cuda"
     loader = DataLoader(
-        PilMnist(images[data.train_idx], labels[data.train_idx], data.mean, data.std), batch_size=cfg.batch_size, shuffle=True
+        dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=workers, pin_memory=pin, persistent_workers=workers > 0
     )
     layers: list[nn.Module] = [nn.Flatten()]
     width = 784
     for h, p in zip(cfg.hidden, cfg.dropout, strict=True):
         layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(p)]
         width = h
-    model = nn.Sequential(*layers, nn.Linear(width, 10))
+    model = nn.Sequential(*layers, nn.Linear(width, 10)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def run() -> float:
         model.train()
         running = 0.0
         for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             opt.zero_grad()
             loss = F.cross_entropy(model(x), y)
             loss.backward()

@@ -236,7 +236,7 @@ def worker(spec: SweepSpec, stage: str, index: int = 0) -> None:
 
     torch.set_num_threads(spec.threads)
     size = spec.population_size(trial_device(spec))
-    study = open_study(spec, stage, index, batched=size > 1)
+    study = open_study(spec, stage, index)
     space = study.user_attrs.get("space", {})
     if size > 1:  # trials side by side: claim a batch, train it as populations, report each
         while _has_work(spec, study, stage):

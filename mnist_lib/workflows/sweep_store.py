@@ -34,11 +34,12 @@ def quiet_optuna():
     return optuna
 
 
-def open_study(spec: SweepSpec, stage: str, worker_index: int = 0, batched: bool = False):
+def open_study(spec: SweepSpec, stage: str, worker_index: int = 0):
     """The study of one stage (created on first use); grid values are JSON-encoded categoricals.
 
-    batched: refinement trials are asked several at a time (a population), so TPE's
-    constant liar counts the ones still running as poor results and spreads the batch out.
+    Refinement uses TPE with its constant liar: trials still running (in other workers,
+    or asked together as one population) count as poor results, so a batch spreads out.
+    With one worker asking one trial at a time it changes nothing.
     """
     optuna = quiet_optuna()
     if stage == GRID:  # grid points are enqueued by the coordinator; workers only claim them
@@ -49,7 +50,7 @@ def open_study(spec: SweepSpec, stage: str, worker_index: int = 0, batched: bool
         alone = spec.workers == 1 and not spec.storage
         seed = spec.seed if alone else hash((spec.seed, worker_index, os.getpid(), socket.gethostname())) % 2**31
         startup = min(5, max(1, spec.refine_trials // 3))
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=batched)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
     try:
         return optuna.create_study(
             storage=storage_url(spec), study_name=f"{spec.name}:{stage}", sampler=sampler, direction="maximize", load_if_exists=True
