@@ -54,11 +54,7 @@ def train_and_record(
     is written. Running out of memory anyway marks the record failed and is a
     UserError.
     """
-    dev = select_device(device)
-    resolve_graph(graph, dev)  # refused before anything is written
-    n_threads = set_threads(threads)
-    check_fits(config, dev)
-    data = prepare_data(config, data_dir, max_train_samples)
+    dev, n_threads, data = _prepare(config, device, graph, threads, data_dir, max_train_samples)
     run_dir = new_run_dir(run_dir, name, overwrite)
     recorder = _start_record(run_dir, config, data, dev, n_threads, max_train_samples)
     try:
@@ -88,12 +84,8 @@ def train_population_and_record(
     Its train_seconds is the population's wall time, shared by all its members.
     The run directories must be new unless `overwrite` (new_run_dir's rules apply to each).
     """
-    check_compatible(configs)
-    dev = select_device(device)
-    resolve_graph(graph, dev)
-    n_threads = set_threads(threads)
-    check_fits(configs[0], dev, models=len(configs))
-    data = prepare_data(configs[0], data_dir, max_train_samples)  # members share dataset, val_size and split_seed
+    check_compatible(configs)  # so the members share dataset, val_size and split_seed: one split for all
+    dev, n_threads, data = _prepare(configs[0], device, graph, threads, data_dir, max_train_samples, models=len(configs))
     run_dirs = [new_run_dir(d, overwrite=overwrite) for d in run_dirs]  # refused if one is taken, before any training
     recorders = [
         _start_record(run_dir, cfg, data, dev, n_threads, max_train_samples, population_size=len(configs))
@@ -107,6 +99,17 @@ def train_population_and_record(
         _fail_records(recorders, e, configs[0], dev, len(configs))
         raise
     return [(rec.dir, res, _finish_record(rec, res, rec.dir, None)) for rec, res in zip(recorders, results, strict=True)]
+
+
+def _prepare(
+    config: Config, device: str, graph: bool | None, threads: int | None, data_dir, max_train_samples: int | None, models: int = 1
+):
+    """(device, threads, data): everything that can be refused, checked before anything is written."""
+    dev = select_device(device)
+    resolve_graph(graph, dev)
+    n_threads = set_threads(threads)
+    check_fits(config, dev, models=models)
+    return dev, n_threads, prepare_data(config, data_dir, max_train_samples)
 
 
 def _start_record(run_dir: Path, config: Config, data, dev, n_threads: int, max_train_samples: int | None, **extra) -> RunRecorder:
