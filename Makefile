@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision bench-population bench-gpu results ablations mutate fuzz clean
+.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision bench-population bench-gpu browser-deps screenshot results ablations mutate fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -107,6 +107,13 @@ bench-population: setup ## populations of 2, 4, 8 models side by side vs single 
 
 bench-gpu: setup ## on a CUDA machine: 25-epoch reference eager vs CUDA graph, populations of 1/8/64, DataLoader peer, reference sweep
 	$(PY) benchmarks/gpu.py --sweep --csv results/benchmarks/gpu.csv
+
+browser-deps: ## what the browser test needs: Debian's chromium (apt) and playwright-core (npm ci in tests/browser)
+	@[ -x /usr/bin/chromium ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	npm ci --prefix tests/browser --no-audit --no-fund --silent
+
+screenshot: setup browser-deps ## redraw figures/play.png: the browser test draws a one in 06_play.ipynb and keeps its screenshot
+	MNIST_SCREENSHOT=figures/play.png $(PY) -m pytest -q -p no:cacheprovider tests/test_browser.py
 
 clean: ## remove the virtual environment and caches (keeps data and results)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

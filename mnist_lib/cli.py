@@ -240,19 +240,15 @@ def cmd_predict(args) -> None:
 
     from .data.idx import spec_of
     from .data.images import load_digit
-    from .data.splits import normalize
     from .records.runs import load_model
-    from .training.evaluate import predict_logits
+    from .training.evaluate import predict_proba
 
     model, config, mean, std = load_model(args.run_dir)
     spec = spec_of(config.dataset)
     digits = torch.stack([load_digit(path) for path in args.images])
-    probs = predict_logits(model, normalize(digits, mean, std)).softmax(1)  # eval mode
-    conf, pred = probs.max(1)
+    conf, pred = predict_proba(model, digits, mean, std).max(1)  # eval mode
     for path, p, c in zip(args.images, pred.tolist(), conf.tolist(), strict=True):
-        name = spec.classes[p]
-        label = name if name == str(p) else f"{name} (class {p} of {spec.title})"  # a digit is its own name
-        print(f"{path}: {label} (probability {c:.3f})")
+        print(f"{path}: {spec.label(p)} (probability {c:.3f})")
 
 
 def cmd_notebooks(args) -> int:

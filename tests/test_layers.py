@@ -1,4 +1,4 @@
-"""The package's layers import one way: core <- data <- training <- records <- workflows <- cli, with no circles.
+"""The package's layers import one way: core <- data <- training <- records <- workflows <- cli and widgets, with no circles.
 
 Read from the source with ast (lazy imports inside functions included), so a
 wrong-way import fails here even if no test happens to execute it.
@@ -52,7 +52,7 @@ GRAPH = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
 
 def test_every_module_sits_in_a_layer_folder_or_is_the_interface():
     top = {m for m in GRAPH if layer_of(m) == len(LAYERS)}
-    assert top == {"mnist_lib", "mnist_lib.__main__", "mnist_lib.cli"}
+    assert top == {"mnist_lib", "mnist_lib.__main__", "mnist_lib.cli", "mnist_lib.widgets"}  # the interfaces: command line, JupyterLab
 
 
 def test_no_module_imports_a_layer_above_its_own():

@@ -25,6 +25,8 @@ EXTRAS = {
     "03_tune.ipynb": {"sweep_file", "workers", "overwrite"},
     "04_final_evaluation.ipynb": {"config_file", "seeds", "output_name", "max_train_samples", "threads", "device", "overwrite"},
     "05_compare_configs.ipynb": {"runs", "labels", "figures_subdir"},
+    "06_play.ipynb": {"run", "results_dir"},
+    "07_runs.ipynb": {"results_dir", "folders", "diff_a", "diff_b"},
 }
 FIELD_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(Config)}
 

@@ -58,6 +58,11 @@ class DatasetSpec:
         """Examples in the training file (split into train and validation)."""
         return self.files[self.train_files[1]].shape[0]
 
+    def label(self, index: int) -> str:
+        """How a prediction is named: the class name, with its number and dataset unless it is a digit naming itself."""
+        name = self.classes[index]
+        return name if name == str(index) else f"{name} (class {index} of {self.title})"
+
     def split_files(self, split: str) -> tuple[str, str]:
         return self.train_files if split == "train" else self.test_files
 

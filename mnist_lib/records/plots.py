@@ -198,13 +198,13 @@ def plot_sweep_heatmap(trials: pd.DataFrame, row: str, col: str):
 
 
 def plot_compared_curves(histories: dict[str, dict[int, pd.DataFrame]]):
-    """Validation accuracy and loss per epoch of several configs: mean over seeds, min-max band."""
+    """Validation accuracy and loss per epoch of several configs (or single runs): mean over seeds, min-max band."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.9))
     for label, runs in histories.items():
         frame = pd.concat(runs.values()).groupby("epoch")
         for ax, metric in zip(axes, ("val_acc", "val_loss"), strict=True):
             mean = frame[metric].mean()
-            line = ax.plot(mean.index, mean, label=f"{label} ({len(runs)} seeds)")[0]
+            line = ax.plot(mean.index, mean, label=f"{label} ({len(runs)} seeds)" if len(runs) > 1 else label)[0]
             ax.fill_between(mean.index, frame[metric].min(), frame[metric].max(), color=line.get_color(), alpha=0.2)
     bests = [pd.concat(runs.values())["val_acc"].max() for runs in histories.values()]  # each config's best, e.g. MNIST's and Fashion's
     axes[0].set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy", ylim=(min(bests) - 0.025, max(bests) + 0.002))

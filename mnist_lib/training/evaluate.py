@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.config import N_CLASSES
+from ..data.splits import normalize
 
 EVAL_BATCH = 8192  # large batches: no gradients are kept, memory is not the limit
 
@@ -29,6 +30,11 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = EV
         return torch.cat([model(chunk).float() for chunk in x.split(batch_size)])
     finally:
         model.train(was_training)
+
+
+def predict_proba(model: torch.nn.Module, digits: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """Class probabilities (N x classes) for uint8 N x 28 x 28 images, normalized with the run's mean and std (predict, widgets)."""
+    return predict_logits(model, normalize(digits, mean, std)).softmax(1)
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict[str, float]:
