@@ -55,6 +55,8 @@ class DigitPad:
     def __init__(self, runs: dict[str, Path], run: str | None = None) -> None:
         if not runs:
             raise UserError("no run with weights (model.safetensors) to choose from; train one first")
+        if run is not None and run not in runs:
+            raise UserError(f"no run {run!r} with weights; choose one of: {', '.join(list(runs)[:8])}{', ...' if len(runs) > 8 else ''}")
         self.runs = dict(runs)
         self.strokes: list[list[tuple[float, float]]] = []
         self.drawing = False
@@ -92,8 +94,20 @@ class DigitPad:
     # --- the model ---------------------------------------------------------------------------
 
     def use(self, run: str) -> None:
-        """Switch to another run's model (a key of `runs`), and answer again for what is drawn."""
-        self.model, self.config, self.mean, self.std = load_model(self.runs[run])
+        """Switch to another run's model (a key of `runs`), and answer again for what is drawn.
+
+        A model file that cannot be loaded (corrupt, tampered, foreign) keeps the
+        current model and says why in the answer line, instead of raising inside a
+        widget callback.
+        """
+        try:
+            loaded = load_model(self.runs[run])
+        except UserError as e:
+            if not hasattr(self, "model"):
+                raise  # the first model: nothing to fall back on
+            self.answer.value = f'<span class="mnist-error">Cannot use {html.escape(run)}: {html.escape(str(e))}</span>'
+            return
+        self.model, self.config, self.mean, self.std = loaded
         self.spec = DATASETS[self.config.dataset]
         if self.menu.value != run:
             self.menu.value = run  # observed: calls use() again, which finds the value already set

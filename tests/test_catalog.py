@@ -112,3 +112,19 @@ def test_the_browser_filters_by_dataset_status_and_any_query():
     assert sorted(browser.filtered().index) == sorted(n for n in table.index if n.startswith("configs/mlp_noaug_v2"))
     browser.query.value = "norm == "  # half typed: ignored, not an error
     assert len(browser.filtered()) == 28
+
+
+def test_the_pad_refuses_an_unknown_run_and_survives_a_corrupt_model_file(tmp_path):
+    runs = model_runs(RESULTS)
+    with pytest.raises(UserError, match="no run 'runs/nope' with weights; choose one of"):
+        DigitPad(runs, "runs/nope")
+    broken = tmp_path / "broken"
+    shutil.copytree(RESULTS / "runs" / "reference", broken)
+    (broken / "model.safetensors").write_bytes(b"PK\x03\x04 not safetensors")
+    pad = DigitPad({"runs/reference": runs["runs/reference"], "broken": broken}, "runs/reference")
+    pad.draw([(140, 40), (140, 240)])
+    pad.menu.value = "broken"  # what choosing it in the menu does
+    assert "Cannot use broken" in pad.answer.value and "safetensors" in pad.answer.value
+    assert pad.spec.name == "mnist" and pad.prediction[0] == 1  # the previous model stays in use
+    with pytest.raises(UserError, match="safetensors"):
+        DigitPad({"broken": broken})
