@@ -314,3 +314,78 @@ def test_seeds_side_by_side_leave_the_records_one_after_another_leaves(tmp_path,
     assert json.loads((tmp_path / "side" / "summary.json").read_text())["population_size"] == 2
     with pytest.raises(UserError, match="population must be one of"):
         multi_seed(cfg, [0], tmp_path / "x", population="yes", **options)
+
+
+class FakeCuda:
+    """torch.cuda's stream and graph API, recorded on the CPU: what GraphedEpochs asks of it, in order.
+
+    A real capture runs the Python code once while the GPU runs nothing; here the
+    captured body is kept, not run, and each replay runs it, so the bookkeeping
+    (warm-up, one capture, a replay per full batch, the eager last batch, the
+    static index buffer) is checked without a GPU. tests/test_gpu.py checks the
+    real thing.
+    """
+
+    def __init__(self):
+        self.events = []
+        self.capturing = False
+        fake = self
+
+        class Graph:
+            def replay(self):
+                fake.events.append("replay")
+                fake.body()
+
+        class Capture:
+            def __init__(self, graph, stream=None):
+                pass
+
+            def __enter__(self):
+                fake.capturing = True
+                fake.events.append("capture")
+
+            def __exit__(self, *exc):
+                fake.capturing = False
+
+        self.CUDAGraph, self.graph = Graph, Capture
+        self.Stream = lambda device=None: object()
+        self.current_stream = lambda device=None: type("S", (), {"wait_stream": lambda self, other: None})()
+        self.stream = lambda s: __import__("contextlib").nullcontext()
+
+
+def test_graphed_epochs_warm_up_capture_once_replay_each_full_batch_and_run_the_last_eagerly(monkeypatch):
+    from mnist_lib.training import graphs
+
+    fake = FakeCuda()
+    for name in ("CUDAGraph", "graph", "Stream", "current_stream", "stream"):
+        monkeypatch.setattr(graphs.torch.cuda, name, getattr(fake, name))
+    monkeypatch.setattr(graphs.torch.cuda.Stream, "wait_stream", lambda self, other: None, raising=False)
+    seen = []  # the rows each real step trained on, per member
+
+    class Step:
+        model = type("M", (), {"n_members": 2})()
+
+        def __call__(self, x, y):
+            if fake.capturing:  # recorded, not run: the replay will run it
+                fake.body = lambda: runner._body()
+                fake.events.append("captured body")
+                return torch.zeros(2), torch.zeros(2, dtype=torch.long)
+            seen.append(y.clone())
+            fake.events.append(f"step {y.shape[1]}")
+            return torch.ones(2), torch.full((2,), y.shape[1])
+
+    n, batch = 23, 4  # 5 full batches and a last one of 3 per epoch
+    x, y = torch.zeros(n, 784), torch.arange(n)
+    runner = graphs.GraphedEpochs(Step(), x, y, batch)
+    runner.stream = type("S", (), {"wait_stream": lambda self, other: None})()
+    perms = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(s)) for s in (0, 1)])
+    loss, correct = runner.epoch(perms)
+    assert fake.events == ["step 4"] * 3 + ["capture", "captured body", "replay", "step 4", "replay", "step 4", "step 3"]
+    assert torch.equal(correct, torch.tensor([n, n])) and torch.equal(loss, torch.full((2,), 6.0))  # 6 steps, sums reset per epoch
+    assert torch.equal(torch.cat(seen, dim=1), y[perms])  # every member's rows, in its order, once
+    fake.events.clear()
+    seen.clear()
+    loss, correct = runner.epoch(perms.flip(1))
+    assert fake.events == ["replay", "step 4"] * 5 + ["step 3"]  # no second warm-up or capture
+    assert torch.equal(correct, torch.tensor([n, n])) and torch.equal(loss, torch.full((2,), 6.0))
+    assert torch.equal(torch.cat(seen, dim=1), y[perms.flip(1)])
