@@ -83,6 +83,8 @@ class DigitPad:
             ]
         )
 
+        with hold_canvas():
+            self._paper()  # black from the start, as MNIST's background
         self.canvas.on_mouse_down(self._down)
         self.canvas.on_mouse_move(self._move)
         self.canvas.on_mouse_up(self._up)
