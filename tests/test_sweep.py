@@ -354,3 +354,31 @@ def test_a_killed_population_is_requeued_whole_and_no_point_runs_twice(sweep_env
     t = trials(sweep_env, "kp")
     assert sorted(t["lr"]) == [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]  # each point once: the killed three re-queued, none lost
     assert (t["status"] == "completed").all()
+
+
+def test_a_batch_claims_waiting_grid_points_and_fails_a_point_that_makes_no_config(sweep_env, monkeypatch):
+    from optuna.trial import TrialState
+
+    from mnist_lib.workflows import sweep
+    from mnist_lib.workflows.sweep_spec import SweepSpec
+
+    storage = f"sqlite:///{sweep_env / 'b.db'}"  # in-process: nothing under the repository's results/
+    spec = load_spec(write_sweep(sweep_env / "b.yaml", name="b", base=TINY_BASE, grid={"lr": [1e-3, 2e-3, 3e-3]}, storage=storage))
+    study = sweep.open_study(spec, sweep.GRID)
+    for point in spec.grid_points():
+        study.enqueue_trial({k: json.dumps(v) for k, v in point.items()})
+    real = SweepSpec.config_for
+
+    def config_for(self, point):
+        if point["lr"] == 2e-3:
+            raise UserError("lr 2e-3 is cursed")
+        return real(self, point)
+
+    monkeypatch.setattr(SweepSpec, "config_for", config_for)
+    batch = sweep._ask_batch(spec, study, sweep.GRID, {}, 8)  # asks for 8, three are waiting
+    assert sorted(config.lr for _, config in batch) == [1e-3, 3e-3]
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    assert len(failed) == 1 and "cursed" in failed[0].user_attrs["error"]
+    assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert sweep._ask_batch(spec, study, sweep.GRID, {}, 8) == []  # nothing left: no stray trial created
+    assert len(study.get_trials(deepcopy=False)) == 3

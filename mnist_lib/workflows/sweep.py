@@ -147,9 +147,14 @@ def _ask_batch(spec: SweepSpec, study, stage: str, space: dict, size: int) -> li
         if lost or (stage == REFINE and over_budget(trial, spec.refine_trials)):
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # another worker took the last one
             break
-        point = _suggest(trial, spec, stage, space)
-        trial.set_user_attr("point", point)
-        batch.append((trial, spec.config_for(point)))
+        try:
+            point = _suggest(trial, spec, stage, space)
+            trial.set_user_attr("point", point)
+            batch.append((trial, spec.config_for(point)))
+        except Exception as e:  # a point that makes no valid Config: failed and recorded, as _objective does
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            study.tell(trial, state=TrialState.FAIL)
     return batch
 
 
