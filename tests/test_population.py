@@ -389,3 +389,22 @@ def test_graphed_epochs_warm_up_capture_once_replay_each_full_batch_and_run_the_
     assert fake.events == ["replay", "step 4"] * 5 + ["step 3"]  # no second warm-up or capture
     assert torch.equal(correct, torch.tensor([n, n])) and torch.equal(loss, torch.full((2,), 6.0))
     assert torch.equal(torch.cat(seen, dim=1), y[perms.flip(1)])
+
+
+def test_augmentation_is_per_member(small_data, monkeypatch):
+    """A member without augmentation trains exactly as its single run; its neighbour's batches are the augmented ones."""
+    from mnist_lib.training import augment as augment_module
+
+    calls = []
+    real = augment_module.Augment.__call__
+    monkeypatch.setattr(augment_module.Augment, "__call__", lambda self, x: calls.append((self.rotate, x.shape)) or real(self, x))
+    base = Config(epochs=1, hidden=(64, 32), dropout=(0.0, 0.0), lr=2e-3)
+    configs = [base.replace(seed=0), base.replace(seed=1, aug_rotate=15.0, aug_translate=2.0)]
+    results = train_population(configs, small_data, device="cpu", progress=False)
+    steps = -(-len(small_data.y_train) // base.batch_size)
+    assert len(calls) == steps and {c[0] for c in calls} == {15.0} and calls[0][1] == (base.batch_size, 784)  # member 1's batch only
+    monkeypatch.undo()
+    plain = train(configs[0], small_data, device="cpu", progress=False, engine="autograd")
+    assert results[0].final_val_acc == pytest.approx(plain.final_val_acc, abs=2e-4)
+    augmented = train(configs[1], small_data, device="cpu", progress=False)
+    assert abs(results[1].final_val_acc - augmented.final_val_acc) < 0.02  # different draws, the same distortions
