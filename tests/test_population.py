@@ -46,7 +46,7 @@ def paired_grads(stacked: StackedMLP, single: MLP, m: int) -> list[tuple[torch.T
         pairs.append((stacked.weights[i].grad[m], lin.weight.grad))
         if lin.bias is not None:
             pairs.append((stacked.biases[i].grad[m, 0], lin.bias.grad))
-    norms = [n for n in single.net if isinstance(n, torch.nn.BatchNorm1d | torch.nn.LayerNorm)]
+    norms = single.norm_layers()
     for i, norm in enumerate(norms):
         pairs += [(stacked.norm_weights[i].grad[m, 0], norm.weight.grad), (stacked.norm_biases[i].grad[m, 0], norm.bias.grad)]
     return pairs

@@ -131,6 +131,10 @@ class MLP(nn.Module):
     def linears(self) -> list[nn.Linear]:
         return [m for m in self.net if isinstance(m, nn.Linear)]
 
+    def norm_layers(self) -> list[nn.Module]:
+        """The hidden layers' BatchNorm1d or LayerNorm modules, in order (none for norm "none")."""
+        return [m for m in self.net if isinstance(m, tuple(NORM_LAYERS.values()))]
+
     def dropout_rates(self) -> list[float]:
         """Dropout after each hidden layer (not the input dropout)."""
         rates = [m.p for m in self.net if isinstance(m, Dropout)]

@@ -115,11 +115,11 @@ class StackedMLP(torch.nn.Module):
     def __init__(self, members: Sequence[MLP]) -> None:
         super().__init__()
         first = members[0]
-        self.activation, self.norm = first.activation, first.norm
+        self.norm = first.norm
         self.act = ACTIVATIONS[first.activation]()
         self.n_members = len(members)
         linears = [m.linears() for m in members]
-        norms = [[n for n in m.net if isinstance(n, torch.nn.BatchNorm1d | torch.nn.LayerNorm)] for m in members]
+        norms = [m.norm_layers() for m in members]
 
         def stack(tensors):
             return torch.nn.Parameter(torch.stack([t.detach() for t in tensors]).clone())
@@ -179,7 +179,7 @@ class StackedMLP(torch.nn.Module):
     def member(self, m: int) -> MLP:
         """Member m as a standalone MLP (a copy), with its weights and norm buffers."""
         model = copy.deepcopy(self.template)
-        norms = [n for n in model.net if isinstance(n, torch.nn.BatchNorm1d | torch.nn.LayerNorm)]
+        norms = model.norm_layers()
         with torch.no_grad():
             for i, lin in enumerate(model.linears()):
                 lin.weight.copy_(self.weights[i][m])
@@ -459,16 +459,12 @@ def train_population(
                     "lr": lrs[m],
                     "seconds": seconds,
                 }
-                result.history.append(row)
                 if on_epoch is not None:
                     on_epoch(m, row)
-                if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
-                    result.status = "diverged"
-                    step.mask(m)
-                    continue
-                if not row["val_acc"] <= result.best_val_acc:
-                    result.best_val_acc, result.best_epoch = row["val_acc"], epoch
+                if result.add_epoch(row):
                     best[m] = model.member(m).state_dict()
+                if result.status == "diverged":
+                    step.mask(m)
             step.end_epoch(val_loss)
             if all(r.status != "completed" for r in results):
                 break
@@ -482,12 +478,8 @@ def train_population(
         bar.close()
     total = time.perf_counter() - start
     for m, result in enumerate(results):
-        result.train_seconds = total
         result.model = model.member(m)
-        if result.history:
-            result.final_val_acc = result.history[-1]["val_acc"]
-        if best[m] is not None:
-            result.model.load_state_dict(best[m])
+        result.finish(total, best[m])
     return results
 
 

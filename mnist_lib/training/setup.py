@@ -8,6 +8,7 @@ Used by train.py (one model) and population.py (many models side by side).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -58,6 +59,29 @@ class TrainResult:
     train_seconds: float = 0.0
     device: str = "cpu"
     threads: int = 1
+
+    def add_epoch(self, row: dict) -> bool:
+        """Record an epoch's metrics row; whether it is the best epoch so far by validation accuracy.
+
+        A row whose training or validation loss is not finite marks the run diverged
+        (and is never the best); the caller stops training it.
+        """
+        self.history.append(row)
+        if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
+            self.status = "diverged"
+            return False
+        if not row["val_acc"] <= self.best_val_acc:  # also true while best is nan
+            self.best_val_acc, self.best_epoch = row["val_acc"], row["epoch"]
+            return True
+        return False
+
+    def finish(self, seconds: float, best_state: dict | None) -> None:
+        """Close the run: its time, its last validation accuracy, and the best epoch's weights in `model`."""
+        self.train_seconds = seconds
+        if self.history:
+            self.final_val_acc = self.history[-1]["val_acc"]
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
 
 
 def make_optimizer(model: torch.nn.Module, config: Config, device: torch.device) -> torch.optim.Optimizer:

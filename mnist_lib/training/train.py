@@ -109,15 +109,12 @@ def train(
                 "lr": lr,
                 "seconds": time.perf_counter() - t0,
             }
-            result.history.append(row)
             if on_epoch is not None:
                 on_epoch(row)
-            if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
-                result.status = "diverged"
-                break
-            if not row["val_acc"] <= result.best_val_acc:  # also true while best is nan
-                result.best_val_acc, result.best_epoch = row["val_acc"], epoch
+            if result.add_epoch(row):
                 best_state = copy.deepcopy(model.state_dict())
+            if result.status == "diverged":
+                break
             if plateau is not None:
                 plateau.step(row["val_loss"])
             bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_acc=f"{row['val_acc']:.4f}", lr=f"{lr:.1e}")
@@ -125,11 +122,7 @@ def train(
         result.status = "interrupted"
     finally:
         bar.close()
-    result.train_seconds = time.perf_counter() - start
-    if result.history:
-        result.final_val_acc = result.history[-1]["val_acc"]
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    result.finish(time.perf_counter() - start, best_state)
     return result
 
 
