@@ -96,22 +96,36 @@ def _objective(spec: SweepSpec, stage: str, space: dict):
 
     def objective(trial) -> float:
         start = time.perf_counter()
-        if stage == GRID and "fixed_params" not in trial.study._storage.get_trial_system_attrs(trial._trial_id):
-            raise optuna.TrialPruned("no grid point left to claim")  # lost a race for the last one
-        if stage == REFINE and over_budget(trial, spec.refine_trials):
-            raise optuna.TrialPruned("refinement budget already claimed")  # another machine took the last one
+        lost = _lost_race(trial, spec, stage)
+        if lost:
+            raise optuna.TrialPruned(lost)
         try:
             point = _suggest(trial, spec, stage, space)
             trial.set_user_attr("point", point)
             summary = run_trial(spec, spec.config_for(point), f"{stage}-{trial.number:04d}")
         except Exception as e:
-            trial.set_user_attr("status", "failed")
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
-            trial.set_user_attr("seconds", time.perf_counter() - start)
+            _record_failure(trial, e, time.perf_counter() - start)
             raise
         return _outcome(trial, summary, time.perf_counter() - start)
 
     return objective
+
+
+def _lost_race(trial, spec: SweepSpec, stage: str) -> str:
+    """Why a just-created trial must give way ("" if it need not): another worker, here or elsewhere, took the last slot."""
+    if stage == GRID and "fixed_params" not in trial.study._storage.get_trial_system_attrs(trial._trial_id):
+        return "no grid point left to claim"
+    if stage == REFINE and over_budget(trial, spec.refine_trials):
+        return "refinement budget already claimed"
+    return ""
+
+
+def _record_failure(trial, error: Exception, seconds: float | None = None) -> None:
+    """A trial that failed before training finished: status and error (and time spent) in its user attributes."""
+    trial.set_user_attr("status", "failed")
+    trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:2000])
+    if seconds is not None:
+        trial.set_user_attr("seconds", seconds)
 
 
 def _outcome(trial, summary: dict, seconds: float) -> float:
@@ -134,7 +148,6 @@ def _ask_batch(spec: SweepSpec, study, stage: str, space: dict, size: int) -> li
     """
     from optuna.trial import TrialState
 
-    optuna = quiet_optuna()
     if stage == GRID:
         n = min(size, len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))))
     else:
@@ -143,17 +156,15 @@ def _ask_batch(spec: SweepSpec, study, stage: str, space: dict, size: int) -> li
     batch = []
     for _ in range(n):
         trial = study.ask()
-        lost = stage == GRID and "fixed_params" not in study._storage.get_trial_system_attrs(trial._trial_id)
-        if lost or (stage == REFINE and over_budget(trial, spec.refine_trials)):
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # another worker took the last one
+        if _lost_race(trial, spec, stage):
+            study.tell(trial, state=TrialState.PRUNED)
             break
         try:
             point = _suggest(trial, spec, stage, space)
             trial.set_user_attr("point", point)
             batch.append((trial, spec.config_for(point)))
         except Exception as e:  # a point that makes no valid Config: failed and recorded, as _objective does
-            trial.set_user_attr("status", "failed")
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            _record_failure(trial, e)
             study.tell(trial, state=TrialState.FAIL)
     return batch
 
@@ -183,9 +194,7 @@ def run_population_batch(spec: SweepSpec, study, stage: str, batch: list) -> Non
             )  # fmt: skip
         except Exception as e:
             for t in trials:
-                t.set_user_attr("status", "failed")
-                t.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
-                t.set_user_attr("seconds", time.perf_counter() - start)
+                _record_failure(t, e, time.perf_counter() - start)
                 study.tell(t, state=TrialState.FAIL)
             continue
         for t, (_, _, summary) in zip(trials, runs, strict=True):
