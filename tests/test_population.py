@@ -408,3 +408,38 @@ def test_augmentation_is_per_member(small_data, monkeypatch):
     assert results[0].final_val_acc == pytest.approx(plain.final_val_acc, abs=2e-4)
     augmented = train(configs[1], small_data, device="cpu", progress=False)
     assert abs(results[1].final_val_acc - augmented.final_val_acc) < 0.02  # different draws, the same distortions
+
+
+def test_copy_members_overwrites_only_the_members_named():
+    configs = [Config(hidden=(16,), dropout=(0.0,), norm="batch", seed=s) for s in range(3)]
+    a, b = StackedMLP.from_members(members_of(configs)), StackedMLP.from_members(members_of([c.replace(seed=c.seed + 10) for c in configs]))
+    b.train()
+    b(torch.randn(3, 8, 784))  # b's running statistics move away from a's
+    before = {k: v.clone() for k, v in a.state_dict().items()}
+    a.copy_members(b, [0, 2])
+    for name, tensor in a.state_dict().items():
+        if name in ("rates", "input_rates"):
+            continue
+        for m in range(3):
+            want = b.state_dict()[name][m] if m in (0, 2) else before[name][m]
+            assert torch.equal(tensor[m], want), (name, m)
+
+
+def test_each_member_keeps_its_best_epochs_weights(small_data, monkeypatch):
+    """Validation accuracy made to peak at epoch 1: every member's returned model holds the weights it had then."""
+    real = population.evaluate_members
+    snapshots = []
+
+    def peaked(model, x, y):
+        losses, _ = real(model, x, y)
+        snapshots.append([model.member(m).state_dict() for m in range(model.n_members)])
+        return losses, [0.9 if len(snapshots) == 1 else 0.5] * model.n_members
+
+    monkeypatch.setattr(population, "evaluate_members", peaked)
+    configs = [Config(epochs=3, hidden=(32,), dropout=(0.0,), lr=2e-3, seed=s) for s in range(2)]
+    results = train_population(configs, small_data, device="cpu", progress=False)
+    for m, result in enumerate(results):
+        assert result.best_epoch == 1 and result.final_val_acc == 0.5
+        for name, tensor in result.model.state_dict().items():
+            torch.testing.assert_close(tensor, snapshots[0][m][name], rtol=0, atol=0)
+        assert not torch.equal(result.model.state_dict()["net.0.weight"], snapshots[-1][m]["net.0.weight"])

@@ -176,6 +176,15 @@ class StackedMLP(torch.nn.Module):
         w, b = self.weights[-1], self.biases[-1]
         return torch.baddbmm(b.to(h.dtype), h, w.transpose(1, 2).to(h.dtype))
 
+    @torch.no_grad()
+    def copy_members(self, source: StackedMLP, members: Sequence[int]) -> None:
+        """Overwrite these members' weights and norm statistics with `source`'s: one indexed copy per tensor, on the device."""
+        index = torch.tensor(list(members), dtype=torch.long, device=self.weights[0].device)
+        targets = [*self.parameters(), *(b for n, b in self.named_buffers() if n.startswith("running_"))]
+        sources = [*source.parameters(), *(b for n, b in source.named_buffers() if n.startswith("running_"))]
+        for target, src in zip(targets, sources, strict=True):
+            target.index_copy_(0, index, src.index_select(0, index))
+
     def member(self, m: int) -> MLP:
         """Member m as a standalone MLP (a copy), with its weights and norm buffers."""
         model = copy.deepcopy(self.template)
@@ -437,7 +446,7 @@ def train_population(
     n_used = examples_per_epoch(n, first.batch_size, step.min_batch)
     runner = GraphedEpochs(step, x_train, data.y_train, first.batch_size) if resolve_graph(graph, dev) else None
     results = [TrainResult(model=members[m], device=str(dev), threads=n_threads) for m in range(len(configs))]
-    best = [None] * len(configs)
+    best = copy.deepcopy(model)  # each member's best-by-validation weights, kept stacked on the device
     start = time.perf_counter()
     bar = tqdm(range(1, first.epochs + 1), desc=f"epochs ({len(configs)} models)", unit="ep", disable=not progress)
     try:
@@ -447,6 +456,7 @@ def train_population(
             loss_sum, correct = population_epoch(step, x_train, data.y_train, first.batch_size, gens, runner)
             val_loss, val_acc = evaluate_members(model, data.x_val, data.y_val)
             seconds = time.perf_counter() - t0
+            improved = []
             for m, result in enumerate(results):
                 if result.status != "completed":
                     continue
@@ -462,9 +472,11 @@ def train_population(
                 if on_epoch is not None:
                     on_epoch(m, row)
                 if result.add_epoch(row):
-                    best[m] = model.member(m).state_dict()
+                    improved.append(m)
                 if result.status == "diverged":
                     step.mask(m)
+            if improved:
+                best.copy_members(model, improved)
             step.end_epoch(val_loss)
             if all(r.status != "completed" for r in results):
                 break
@@ -478,8 +490,8 @@ def train_population(
         bar.close()
     total = time.perf_counter() - start
     for m, result in enumerate(results):
-        result.model = model.member(m)
-        result.finish(total, best[m])
+        result.model = (best if result.best_epoch else model).member(m)  # best_epoch 0: never a best (diverged at once)
+        result.finish(total, None)
     return results
 
 
