@@ -11,13 +11,17 @@
     python -m mnist_lib notebooks                  # execute notebooks/params/*.yaml with papermill
 
 Every Config field is a `train` flag of the same name (underscores become
-dashes). Bad input prints one line on stderr and exits with status 2.
+dashes). Bad input, and ordinary file-system trouble (a full disk, a read-only
+folder), print one line on stderr and exit with status 2. Ctrl-C exits with 130
+and SIGTERM (kill, timeout, SLURM, docker stop) with 143; either one stops the
+whole command, and every run record it was writing says "interrupted".
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 
 from .core.config import Config
@@ -166,11 +170,11 @@ def cmd_data(args) -> None:
     from .data.splits import stratified_split
 
     spec = spec_of(args.dataset)
+    Config(dataset=spec.name, val_size=args.val_size, split_seed=args.split_seed)  # the same rules as train's, before any reading
     paths = ensure_files(args.data_dir, allow_download=not args.no_download, dataset=spec.name)
     images, labels = read_split("train", args.data_dir, spec.name)
     _, test_labels = read_split("test", args.data_dir, spec.name)
-    val_size = Config(dataset=spec.name, val_size=args.val_size).val_size  # validated for this dataset
-    train_idx, val_idx = stratified_split(labels, val_size, args.split_seed, spec.n_classes)
+    train_idx, val_idx = stratified_split(labels, args.val_size, args.split_seed, spec.n_classes)
     print(f"data: {spec.title} in {next(iter(paths.values())).parent} ({len(paths)} files, MD5 verified)")
     print(f"split: train {len(train_idx)}, validation {len(val_idx)}, test {len(test_labels)} (split_seed {args.split_seed})")
     counts = [torch.bincount(y, minlength=spec.n_classes) for y in (labels[train_idx], labels[val_idx], test_labels)]
@@ -208,23 +212,29 @@ def cmd_train(args) -> None:
         results = multi_seed(config, args.seeds, out_dir, evaluate_test=args.evaluate_test, population=population, **common)
         print(f"{results.line()} -> {results.out_dir}")
         if results.aggregate["n_seeds"] < len(args.seeds):
+            missed = ", ".join(f"seed {r.seed} {r.status}" for r in results.table.itertuples() if r.status != "completed")
             raise UserError(
-                f"{len(args.seeds) - results.aggregate['n_seeds']} of {len(args.seeds)} seeds did not complete; see {results.out_dir}"
+                f"{len(args.seeds) - results.aggregate['n_seeds']} of {len(args.seeds)} seeds did not complete ({missed}); see {results.out_dir}"
             )
         return
     run_dir, result, summary = train_and_record(config, figures_dir=args.figures_dir, **common)
+    weights = f"weights of epoch {summary['weights_epoch']}" if summary["weights_epoch"] else "no weights saved"
     print(
-        f"{summary['status']}: best val_acc {summary['best_val_acc']:.4f} (epoch {summary['best_epoch']}), "
-        f"final val_acc {summary['final_val_acc']:.4f}, {summary['train_seconds']:.1f} s on {summary['device']} "
-        f"({summary['threads']} threads) -> {run_dir}"
+        f"{summary['status']}: best val_acc {_acc(result.best_val_acc)} (epoch {summary['best_epoch']}), "
+        f"final val_acc {_acc(result.final_val_acc)}, {summary['train_seconds']:.1f} s on {summary['device']} "
+        f"({summary['threads']} threads), {weights} -> {run_dir}"
     )
     if result.status == "interrupted":
         raise KeyboardInterrupt
     if result.status != "completed":
-        raise UserError(f"training {result.status}; record kept in {run_dir}")
+        raise UserError(f"training {result.status} ({weights}); record kept in {run_dir}")
     if args.evaluate_test:
         report = evaluate_run(run_dir, data_dir=args.data_dir, figures_dir=args.figures_dir, device=args.device)
         print(f"test: acc {report.acc:.4f}, loss {report.loss:.4f}")
+
+
+def _acc(value: float) -> str:
+    return f"{value:.4f}" if value == value else "none"  # NaN: no epoch finished
 
 
 def cmd_evaluate(args) -> None:
@@ -292,13 +302,45 @@ COMMANDS = {
 }
 
 
+_signals: list[int] = []  # the stop signals received: SIGTERM makes the exit status 143 even if a loop re-raised KeyboardInterrupt
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM (kill, timeout, SLURM, docker stop) raises KeyboardInterrupt, as Ctrl-C does: every loop and record treats the two alike."""
+    _signals.append(signum)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the records are being closed; a second SIGTERM must not cut that short
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .core.files import describe_os_error
+
+    _signals.clear()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         return COMMANDS[args.command](args) or 0
     except UserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # file-system trouble no check foresaw: still one line naming the path
+        print(f"{PROG}: error: {describe_os_error(e)}".replace("\n", " "), file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{PROG}: error: out of memory", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
+        if signal.SIGTERM in _signals:
+            print(f"{PROG}: terminated (SIGTERM)", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

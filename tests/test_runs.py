@@ -9,7 +9,8 @@ import torch
 
 from mnist_lib import MLP, Config, load_model, train_and_record
 from mnist_lib.core.errors import UserError
-from mnist_lib.records.runs import atomic_write, new_run_dir, save_model
+from mnist_lib.records.claim import claim_run_dir
+from mnist_lib.records.runs import atomic_write, save_model
 
 TINY = Config(epochs=1, hidden=(32,), dropout=(0.1,))
 
@@ -60,15 +61,6 @@ def test_existing_run_directory_is_not_overwritten(run, mnist_dir):
     assert (run_dir / "summary.json").read_bytes() == before
 
 
-def test_overwrite_replaces_the_run_directory(tmp_path):
-    d = tmp_path / "r"
-    d.mkdir()
-    (d / "old.txt").write_text("x")
-    with pytest.raises(UserError):
-        new_run_dir(d)
-    assert new_run_dir(d, overwrite=True) == d and list(d.iterdir()) == []
-
-
 def test_safetensors_round_trip(run, small_data):
     (run_dir, result, summary), _ = run
     model, config, mean, std = load_model(run_dir)
@@ -105,7 +97,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=r"^cannot write .*f\.txt: disk full$"):
         atomic_write(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
@@ -286,25 +278,31 @@ def test_environment_records_the_machine():
     assert env["cpu_count"] >= 1 and env["platform"] == platform.platform()
 
 
-def test_new_run_dir_names_by_timestamp_and_accepts_an_empty_folder(tmp_path, monkeypatch):
+def test_run_folders_are_named_by_timestamp_and_an_empty_folder_is_taken(tmp_path, monkeypatch):
     import re
 
-    monkeypatch.setattr("mnist_lib.records.runs.RUNS_DIR", tmp_path / "runs")
-    made = new_run_dir()
+    monkeypatch.setattr("mnist_lib.records.claim.RUNS_DIR", tmp_path / "runs")
+    made = claim_run_dir().path
     assert made.parent == tmp_path / "runs" and re.fullmatch(r"\d{8}-\d{6}", made.name) and made.is_dir()
     (tmp_path / "empty").mkdir()
-    assert new_run_dir(tmp_path / "empty") == tmp_path / "empty"  # an empty folder is no run to protect
-    assert new_run_dir(tmp_path / "x" / "y").is_dir()
+    assert claim_run_dir(tmp_path / "empty").path == tmp_path / "empty"  # an empty folder is no run to protect
+    assert claim_run_dir(tmp_path / "x" / "y").path.is_dir()
 
 
 def test_a_new_record_says_running_until_it_ends(tmp_path):
     from mnist_lib.records.runs import RunRecorder
 
-    rec = RunRecorder(tmp_path, TINY, {"params": 1})
-    assert json.loads((tmp_path / "summary.json").read_text()) == {"status": "running", "params": 1}
-    assert (tmp_path / "metrics.csv").read_text() == "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n"
+    rec = RunRecorder(claim_run_dir(tmp_path / "r"), TINY, {"params": 1})
+    d = tmp_path / "r"
+    assert json.loads((d / "summary.json").read_text()) == {"status": "running", "params": 1}
+    assert (d / "metrics.csv").read_text() == "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n"
     rec.fail("RuntimeError: boom")
-    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+    assert json.loads((d / "summary.json").read_text()) == {"status": "failed", "params": 1, "error": "RuntimeError: boom"}
+    rec.fail(KeyboardInterrupt())
+    assert json.loads((d / "summary.json").read_text())["status"] == "interrupted"
+    assert (d / ".lock").exists()
+    rec.close()
+    assert not (d / ".lock").exists()
 
 
 def test_model_file_messages_say_what_is_wrong(model_file):

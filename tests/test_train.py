@@ -2,6 +2,7 @@
 
 import importlib
 import math
+import os
 
 import pytest
 import torch
@@ -187,7 +188,16 @@ def test_unavailable_devices_and_bad_thread_counts_are_one_clear_line(monkeypatc
     assert select_device("auto") == torch.device("cpu")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     assert select_device("auto") == torch.device("mps") and select_device("mps") == torch.device("mps")
+    for name in ("meta", "xpu", "hpu", "cpu:1", "", "cuda:x"):  # torch knows most of these; this code trains on none
+        with pytest.raises(UserError, match=f"^unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps$"):
+            select_device(name)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert select_device("auto") == torch.device("cuda") and select_device("cuda:1") == torch.device("cuda", 1)
-    with pytest.raises(UserError, match="^threads must be >= 1, got 0$"):
-        set_threads(0)
+    with pytest.raises(UserError, match=r"^device cuda:2 requested but torch sees 2 CUDA GPU\(s\), cuda:0 to cuda:1$"):
+        select_device("cuda:2")
+    cap = 4 * os.cpu_count()
+    for bad in (0, -1, cap + 1, 1000, True):
+        with pytest.raises(UserError, match=rf"^threads must be an integer in \[1, {cap}\] \(4 per core here\), got {bad}$"):
+            set_threads(bad)
+    assert set_threads(1) == 1

@@ -26,7 +26,7 @@ N_CLASSES = 10  # MNIST's; a run's own count is its dataset's (datasets.DATASETS
 
 
 MAX_INDEX = 2**31 - 1  # widest layer: two such layers still have fewer than 2**63 weights, torch's element limit
-MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+MAX_SEED = 2**32 - 1  # numpy's seed range (Optuna's samplers), inside torch.manual_seed's: one range for every seed
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("plateau", "cosine", "onecycle")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -37,6 +37,16 @@ NORMS = ("none", "batch", "layer")
 def _f(default: Any, help: str, choices: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()) -> Any:
     """A dataclass field whose help text (and choices, for strings; a function for a registry) feed the CLI and the docs."""
     return field(default=default, metadata={"help": help, "choices": choices})
+
+
+def check_seed(value: Any, what: str = "seed") -> int:
+    """`value` if it is a valid seed (an integer in [0, 2**32 - 1]), else a UserError: the one rule for every seed."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{what} must be an integer in [0, 2**32 - 1], got {value!r:.60}")
+    if not 0 <= value <= MAX_SEED:
+        shown = str(value) if value.bit_length() < 128 else f"an integer of {value.bit_length()} bits"
+        raise UserError(f"{what} must be in [0, 2**32 - 1], got {shown}")
+    return value
 
 
 def _registered_datasets() -> tuple[str, ...]:
@@ -123,7 +133,11 @@ class Config:
         spec = datasets.DATASETS[self.dataset]
         lo, hi = spec.n_classes, spec.n_train - spec.n_classes  # at least one example per class on each side, on average
         need(lo <= self.val_size <= hi, f"val_size must be in [{lo}, {hi}] for {self.dataset}, got {self.val_size}")
-        need(0 <= self.seed <= MAX_SEED, f"seed must be in [0, 2**63 - 1], got {self.seed}")
+        for name in ("seed", "split_seed"):
+            try:
+                check_seed(getattr(self, name), name)
+            except UserError as e:
+                need(False, str(e))
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.max_norm >= 0 and math.isfinite(self.max_norm), f"max_norm must be >= 0 (0: off), got {self.max_norm}")
         need(0 <= self.input_dropout < 1, f"input_dropout must be in [0, 1), got {self.input_dropout}")
@@ -133,7 +147,6 @@ class Config:
         need(0 <= self.aug_translate <= 14, f"aug_translate must be in [0, 14] pixels, got {self.aug_translate}")
         need(0 <= self.aug_elastic_alpha <= 14, f"aug_elastic_alpha must be in [0, 14] pixels, got {self.aug_elastic_alpha}")
         need(0 < self.aug_elastic_sigma <= 14, f"aug_elastic_sigma must be in (0, 14] pixels, got {self.aug_elastic_sigma}")
-        need(0 <= self.split_seed <= MAX_SEED, f"split_seed must be in [0, 2**63 - 1], got {self.split_seed}")
 
     # --- conversion -------------------------------------------------------
     @classmethod

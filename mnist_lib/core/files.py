@@ -1,23 +1,39 @@
-"""Reading the text files users hand us (configs, summaries, sweep and run files): every way they can be bad is one UserError.
+"""Reading the text files users hand us, and writing ours: every way either can go wrong is one UserError.
 
     read_json("results/runs/x/summary.json")        # parsed JSON
     read_yaml("sweeps/smoke.yaml", "sweep file")    # parsed YAML; the message names what the file is
     parse_json(text, "invalid config JSON")         # the same rules for a string
+    write_json(path, obj)                           # atomic; NaN and infinity become null
+    atomic_write(path, data)                        # a temporary beside `path`, renamed over it
 
-A missing file, an unreadable one, bytes that are not UTF-8, malformed syntax,
-nesting deeper than Python's recursion limit, and integers longer than Python
-converts (4300 digits) all end in a UserError naming the file. YAML aliases
-(`*name`) are refused: a few lines of them can expand into gigabytes once the
-values are walked (the "billion laughs" file), and no config of ours needs them.
+A missing file, an unreadable one, one larger than MAX_TEXT_BYTES (4 MiB: no
+config, summary, sweep or run file comes near it; /dev/zero stops there), bytes
+that are not UTF-8, malformed syntax, nesting deeper than Python's recursion
+limit, and integers longer than Python converts (4300 digits) all end in a
+UserError naming the file. YAML aliases (`*name`) are refused: a few lines of
+them can expand into gigabytes once the values are walked (the "billion laughs"
+file), and no config of ours needs them.
+
+Writes go to a temporary file beside the target, created with the user's umask
+(as an ordinary write would: a shared results folder stays readable by the
+group), then renamed over it, so a reader never sees half a file. A write that
+fails (no space left, a read-only folder, a file-size limit) leaves the old file
+as it was and is a UserError naming the path and the reason (describe_os_error).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+
+MAX_TEXT_BYTES = 4 << 20  # the largest config, summary, sweep or run file we read
 
 # ValueError: a decoding error, JSON's own errors, an integer of more than 4300 digits;
 # RecursionError: nesting deeper than the interpreter's stack
@@ -25,14 +41,21 @@ PARSE_ERRORS = (ValueError, RecursionError)
 
 
 def read_text(path: str | Path, what: str = "file") -> str:
-    """The file's text; missing, unreadable or non-UTF-8 files are a UserError."""
+    """The file's text; missing, unreadable, oversized (MAX_TEXT_BYTES) or non-UTF-8 files are a UserError."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TEXT_BYTES + 1)
     except FileNotFoundError:
         raise UserError(f"{what} {path} not found") from None
     except IsADirectoryError:
         raise UserError(f"{what} {path} is a directory") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise UserError(f"{what} {path}: cannot read it ({describe_os_error(e)})") from None
+    if len(raw) > MAX_TEXT_BYTES:
+        raise UserError(f"{what} {path} is larger than {MAX_TEXT_BYTES >> 20} MiB, more than any file of this kind needs")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise UserError(f"{what} {path}: cannot read it ({e})") from None
 
 
@@ -49,6 +72,14 @@ def parse_json(text: str, what: str) -> Any:
 def read_json(path: str | Path, what: str = "file") -> Any:
     """Parse a JSON file; a missing or malformed file is a UserError naming it."""
     return parse_json(read_text(path, what), f"{what} {path}: cannot read JSON")
+
+
+def read_json_object(path: str | Path, what: str = "file") -> dict:
+    """Parse a JSON file that must hold an object (a summary, a config); anything else is a UserError naming it."""
+    data = read_json(path, what)
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
@@ -83,3 +114,101 @@ def _loader():
             return super().compose_node(parent, index)
 
     return NoAliasSafeLoader
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+REASONS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (a file-size limit was reached)",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "it exists and is a file",
+    errno.EISDIR: "it is a folder",
+    errno.ELOOP: "a symbolic link loop",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.ENOENT: "no such file or folder",
+}
+
+
+def describe_os_error(error: OSError, path: str | Path | None = None, doing: str = "") -> str:
+    """One line for an OSError: '<doing> <path>: <reason>' (the path the error names, else `path`)."""
+    where = error.filename if error.filename is not None else path
+    reason = REASONS.get(error.errno or 0) or error.strerror or str(error)
+    head = " ".join(str(p) for p in (doing, where) if p not in (None, ""))
+    return f"{head}: {reason}" if head else reason
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (/proc), else set and restored."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write to a temporary file beside `path` (mode 0666 less the umask), then rename it over `path`.
+
+    A failure leaves `path` as it was, removes the temporary, and is a UserError.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise UserError(describe_os_error(e, path, "cannot write")) from None
+
+
+def finite_or_none(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None (JSON has no NaN), through dicts, lists and tuples."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write `obj` as JSON, atomically; a value that is not finite is written as null, never as NaN."""
+    atomic_write(path, json.dumps(finite_or_none(obj), indent=2, allow_nan=False) + "\n")
+
+
+def writable_dir(path: str | Path, what: str = "folder") -> Path:
+    """`path` as a folder this process can write into (created if missing), else a UserError naming the path and the reason.
+
+    Checked before a run starts, so a figures or output folder that is a file, or
+    read-only, is refused before any training instead of failing after it.
+    """
+    path = Path(path)
+    if str(path).strip() == "":
+        raise UserError(f"the {what} is empty; name a folder")
+    try:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{what} {path} exists and is a file, not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{secrets.token_hex(4)}.tmp"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as e:
+        raise UserError(describe_os_error(e, path, f"cannot write to the {what}")) from None
+    return path

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from ..core import datasets
 from ..core.datasets import DatasetSpec, idx_size
 from ..core.errors import UserError
+from ..core.files import describe_os_error
 from ..core.paths import DATA_DIR_ENV, DATA_ROOT_ENV, DEFAULT_DATA_ROOT
 
 SPLITS = ("train", "test")
@@ -59,7 +60,15 @@ def data_dir(path: str | Path | None = None, dataset: str = DEFAULT_DATASET) -> 
             path = os.environ[DATA_DIR_ENV]
         else:
             path = Path(os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT) / dataset
-    return Path(path).expanduser().resolve()
+    try:
+        folder = Path(path).expanduser().resolve(strict=False)
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"data folder {folder} exists and is a file, not a folder of IDX files")
+    except OSError as e:  # a symlink loop, a path through a file
+        raise UserError(describe_os_error(e, path, "cannot use the data folder")) from None
+    except RuntimeError:  # Python 3.11's resolve() on a symlink loop
+        raise UserError(f"cannot use the data folder {path}: a symbolic link loop") from None
+    return folder
 
 
 def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:

@@ -1,26 +1,32 @@
-"""Run records: one directory per run, every file written atomically.
+"""Run records: one directory per run, every file written atomically, every status true.
 
     results/runs/<name>/
         config.json         the Config, as JSON
         metrics.csv         epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds
         summary.json        status, accuracies, params, timings, versions, split hash
         model.safetensors   best-by-validation weights; metadata carries config, mean, std
+        *.png               the learning curves (unless written elsewhere)
 
-summary.json says "running" until the run ends; the weights are written before
-the final summary, so a record marked "completed" is always whole.
+The folder is claimed first (claim.py: a name that is a name, a lock held by the
+writer, a replaced record kept until the new one stands). summary.json says
+"running" until the run ends, and then what happened: "completed" only once the
+weights and the figures are written; "failed" with the reason (an error, a full
+disk, a figure that could not be written); "interrupted" (Ctrl-C or SIGTERM);
+"diverged". A run that never had a finite validation epoch saves no weights;
+`weights_epoch` says which epoch's weights model.safetensors holds (null: none).
+summary.json never holds NaN (core.files.write_json writes null).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import math
 import os
 import platform
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,30 +37,16 @@ import torch
 
 from ..core.config import Config
 from ..core.errors import UserError
-from ..core.files import read_json
-from ..core.paths import RUNS_DIR
+from ..core.files import atomic_write, read_json_object, write_json
 from ..training.model import MLP
 from ..training.train import METRIC_COLUMNS
+from .claim import Claim
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE = "config.json", "metrics.csv", "summary.json", "model.safetensors"
+STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
+MEAN_RANGE, STD_RANGE = (0.0, 1.0), (1e-3, 1.0)  # pixel statistics on the [0, 1] scale that a real dataset can have
 
-
-def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+__all__ = ["atomic_write", "write_json"]  # re-exported: callers that write run files import them from here
 
 
 def write_metrics_csv(path: str | Path, rows: list[dict]) -> None:
@@ -88,23 +80,6 @@ def environment(device: str, threads: int) -> dict[str, Any]:
     }
 
 
-def new_run_dir(run_dir: str | Path | None = None, name: str | None = None, overwrite: bool = False) -> Path:
-    """Create the run directory (results/runs/<name> by default); refuse to reuse one unless `overwrite`."""
-    if run_dir is None:
-        name = name or time.strftime("%Y%m%d-%H%M%S")
-        run_dir = RUNS_DIR / name
-    run_dir = Path(run_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        if not overwrite:
-            raise UserError(f"run directory {run_dir} already exists; choose another name or pass overwrite (--overwrite)")
-        if run_dir.is_dir():
-            shutil.rmtree(run_dir)
-        else:
-            run_dir.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
 def save_model(path: str | Path, model: torch.nn.Module, config: Config, mean: float, std: float) -> None:
     """Weights as safetensors; the metadata carries what is needed to rebuild and feed the model."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -129,10 +104,24 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
         tensors = safetensors.torch.load_file(str(path), device=str(device))
     except (OSError, safetensors.SafetensorError) as e:
         raise UserError(f"{path}: cannot read the weights ({e})") from None
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise UserError(
+            f"{path}: tensor(s) {', '.join(bad[:3])} hold NaN or infinity; a diverged run or a damaged file, not a usable model"
+        )
     with torch.device("meta"):  # layers without memory; the file's tensors become their weights
         model = MLP.from_config(config)
     model.load_state_dict(tensors, assign=True)
     return model.eval(), config, mean, std
+
+
+def check_norm_stats(mean: float, std: float) -> str:
+    """Why a pixel mean and std (on the [0, 1] scale) cannot be a dataset's, or "" if they can."""
+    if not (math.isfinite(mean) and MEAN_RANGE[0] <= mean <= MEAN_RANGE[1]):
+        return f"mean {mean} must be a finite number in [{MEAN_RANGE[0]}, {MEAN_RANGE[1]}] (pixels on the [0, 1] scale)"
+    if not (math.isfinite(std) and STD_RANGE[0] <= std <= STD_RANGE[1]):
+        return f"std {std} must be a finite number in [{STD_RANGE[0]}, {STD_RANGE[1]}] (pixels on the [0, 1] scale)"
+    return ""
 
 
 SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.bfloat16: "BF16", torch.float16: "F16", torch.int64: "I64"}
@@ -168,8 +157,9 @@ def check_model_file(path: str | Path) -> tuple[Config, float, float]:
         mean, std = float(meta["mean"]), float(meta["std"])
     except ValueError:
         raise refuse(f"metadata mean {meta['mean'][:40]!r} and std {meta['std'][:40]!r} must be numbers") from None
-    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
-        raise refuse(f"metadata mean {mean} and std {std} must be finite, std > 0")
+    problem = check_norm_stats(mean, std)
+    if problem:
+        raise refuse(f"metadata {problem}")
     # every layer has at least one tensor: a config with more layers than the file has tensors is refused
     # before it is built, so a tampered config cannot make even the meta-device model arbitrarily large
     if len(config.hidden) + 1 > len(table):
@@ -188,38 +178,98 @@ def check_model_file(path: str | Path) -> tuple[Config, float, float]:
 
 
 class RunRecorder:
-    """Writes a run's files as it goes: config at start, metrics each epoch, weights and summary at the end."""
+    """Writes a run's files as it goes: config at start, metrics each epoch, weights, figures and summary at the end.
 
-    def __init__(self, run_dir: Path, config: Config, summary: dict[str, Any]) -> None:
-        self.dir = run_dir
+    It owns the run folder's claim: once the first files are written the claim is
+    `started` (a record it replaces is removed then), and `close` releases the lock.
+    """
+
+    def __init__(self, claim: Claim, config: Config, summary: dict[str, Any]) -> None:
+        self.claim = claim
+        self.dir = claim.path
         self.config = config
         self.rows: list[dict] = []
         self.summary = {"status": "running", **summary}
-        write_json(run_dir / CONFIG_FILE, config.to_dict())
-        write_metrics_csv(run_dir / METRICS_FILE, [])
-        write_json(run_dir / SUMMARY_FILE, self.summary)
+        write_json(self.dir / SUMMARY_FILE, self.summary)  # first: a folder holding anything has a summary saying what it is
+        write_json(self.dir / CONFIG_FILE, config.to_dict())
+        write_metrics_csv(self.dir / METRICS_FILE, [])
+        claim.started()
 
     def on_epoch(self, row: dict) -> None:
         self.rows.append(row)
         write_metrics_csv(self.dir / METRICS_FILE, self.rows)
 
-    def fail(self, error: str) -> None:
-        """Mark the run failed (an exception escaped training); the history so far stays."""
-        self.summary.update(status="failed", error=error)
-        write_json(self.dir / SUMMARY_FILE, self.summary)
-
-    def finish(self, model: torch.nn.Module, mean: float, std: float, **summary: Any) -> dict[str, Any]:
-        save_model(self.dir / MODEL_FILE, model, self.config, mean, std)
-        self.summary.update(summary)
+    def end(self, status: str, **fields: Any) -> dict[str, Any]:
+        """Write the final summary: `status` and `fields` over what was there."""
+        self.summary.update(fields, status=status)
         write_json(self.dir / SUMMARY_FILE, self.summary)
         return self.summary
 
+    def fail(self, error: BaseException | str) -> None:
+        """Mark the run failed with the reason, or interrupted (KeyboardInterrupt, SIGTERM); the history so far stays.
+
+        Never raises: it is called while another error is on its way out. If even this
+        small write fails (a disk still full), the status stays "running" and the
+        caller's error says why.
+        """
+        interrupted = isinstance(error, KeyboardInterrupt)
+        reason = error if isinstance(error, str) else (str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}")
+        with contextlib.suppress(UserError, OSError):
+            self.end("interrupted" if interrupted else "failed", **({} if interrupted else {"error": reason}))
+
+    def save_model(self, model: torch.nn.Module, mean: float, std: float) -> bool:
+        """Save the weights if every one is finite; whether they were saved."""
+        if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()):
+            return False
+        save_model(self.dir / MODEL_FILE, model, self.config, mean, std)
+        return True
+
+    def close(self) -> None:
+        """Release the run folder's lock."""
+        self.claim.release()
+
+
+# summary.json fields that are read back, and the types they must have (None: may be null); others are kept as they are
+SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "best_val_acc": (int, float, type(None)),
+    "final_val_acc": (int, float, type(None)),
+    "test_acc": (int, float, type(None)),
+    "test_loss": (int, float, type(None)),
+    "best_epoch": (int, type(None)),
+    "epochs_run": (int,),
+    "weights_epoch": (int, type(None)),
+    "train_seconds": (int, float),
+    "params": (int, type(None)),
+    "n_train": (int,),
+    "n_val": (int,),
+    "split_hash": (str,),
+    "device": (str,),
+    "threads": (int,),
+    "norm_mean": (int, float),
+    "norm_std": (int, float),
+    "error": (str,),
+}
+
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """A run's summary.json, read as untrusted input: a JSON object whose known fields have their types, a known status."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist")
-    return read_json(run_dir / SUMMARY_FILE)
+        raise UserError(f"run directory {run_dir} does not exist" if not run_dir.exists() else f"{run_dir} is not a run directory")
+    path = run_dir / SUMMARY_FILE
+    summary = read_json_object(path, "run summary")
+    for key, types in SUMMARY_TYPES.items():
+        value = summary.get(key)
+        if key in summary and (not isinstance(value, types) or isinstance(value, bool)):
+            kind = "a number" if float in types else "an integer" if int in types else "a string"
+            names = f"{kind} or null" if type(None) in types else kind
+            raise UserError(f"run summary {path}: {key} must be {names}, got {json.dumps(value)[:60]}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"run summary {path}: {key} is not a finite number")
+    if summary.get("status") not in STATUSES:
+        raise UserError(f"run summary {path}: status must be one of {', '.join(STATUSES)}, got {json.dumps(summary.get('status'))[:60]}")
+    return summary
 
 
 def update_summary(run_dir: str | Path, **fields: Any) -> dict[str, Any]:

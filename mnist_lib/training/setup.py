@@ -9,6 +9,7 @@ Used by train.py (one model) and population.py (many models side by side).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -17,9 +18,12 @@ from ..core.config import Config
 from ..core.errors import UserError
 from .model import MLP
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what the training code supports; torch knows more (meta, xpu, hpu, ...)
+THREADS_PER_CORE = 4  # the most torch threads set_threads accepts, per core: more only oversubscribes
+
 
 def select_device(name: str = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; otherwise the named device, checked."""
+    """'auto' picks cuda, then mps, then cpu; otherwise the named device, checked: a type this code trains on, present here."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -28,21 +32,38 @@ def select_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda requested but torch sees no CUDA GPU")
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES or (dev.type != "cuda" and dev.index not in (None, 0)):
+        raise UserError(f"unknown device {str(name)[:40]!r}; use auto, cpu, cuda, cuda:N or mps")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("device cuda requested but torch sees no CUDA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(
+                f"device {name} requested but torch sees {torch.cuda.device_count()} CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise UserError("device mps requested but it is not available")
     return dev
 
 
+def max_threads() -> int:
+    """The most CPU threads a run may ask for: THREADS_PER_CORE per core of this machine."""
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
+def check_threads(threads: int, what: str = "threads") -> int:
+    """`threads` if it is an integer in [1, max_threads()], else a UserError: the one rule for thread counts."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= max_threads():
+        raise UserError(f"{what} must be an integer in [1, {max_threads()}] ({THREADS_PER_CORE} per core here), got {threads!r:.40}")
+    return threads
+
+
 def set_threads(threads: int | None) -> int:
     """Set torch's intra-op CPU threads (None keeps torch's default); return the count in use."""
     if threads is not None:
-        if threads < 1:
-            raise UserError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_threads(threads))
     return torch.get_num_threads()
 
 

@@ -12,9 +12,13 @@ must be names from the notebook's `parameters` cell:
       epochs: 25
 
 The executed copy is written to results/notebooks/<run file name>.ipynb, never
-over the source. Every run file is checked before the first notebook starts. A
-failing notebook keeps its executed copy, error included, and the batch goes on;
-the command then exits with status 1, naming each failed notebook and cell.
+over the source. Every run file is checked before the first notebook starts: its
+keys, its notebook, and each parameter's type (the one its `parameters` cell
+declares) and value: Config fields as Config checks them, and the others by name
+(PARAMETER_CHECKS: names such as run_name are names, not paths; threads, seeds and
+devices by the rules the command line uses). A failing notebook keeps its
+executed copy, error included, and the batch goes on; the command then exits with
+status 1, naming each failed notebook and cell.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.config import Config
+from ..core.config import Config, check_seed
 from ..core.errors import UserError
-from ..core.files import read_yaml
-from ..core.paths import EXECUTED_NOTEBOOKS_DIR, NOTEBOOK_PARAMS_DIR, NOTEBOOKS_DIR
+from ..core.files import read_yaml, writable_dir
+from ..core.paths import EXECUTED_NOTEBOOKS_DIR, NOTEBOOK_PARAMS_DIR, NOTEBOOKS_DIR, REPO_ROOT
+from ..records.claim import check_name, check_subpath
+from ..training.setup import check_threads, select_device
 
 KERNEL = "python3"  # the project environment's own kernel (see use_project_kernel)
 
@@ -83,9 +89,77 @@ def load_run(path: str | Path) -> NotebookRun:
         raise UserError(f"run file {path}: {notebook.name} has no parameter(s) {', '.join(unknown)}; it has {', '.join(declared)}")
     try:
         Config().replace(**{k: v for k, v in params.items() if k in Config.field_names()})
+        for name, value in params.items():
+            if name not in Config.field_names():
+                check_parameter(name, value, declared[name]["inferred_type_name"])
     except UserError as e:
         raise UserError(f"run file {path}: {e}") from None
     return NotebookRun(path.stem, notebook, params)
+
+
+TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _has_type(value: Any, type_name: str) -> bool:
+    """Whether `value` fits a parameters-cell annotation: str, int, float, bool or list[...] of them (others: anything)."""
+    if type_name.startswith("list[") and type_name.endswith("]"):
+        return isinstance(value, list) and all(_has_type(v, type_name[5:-1]) for v in value)
+    if type_name not in TYPES:
+        return True
+    return isinstance(value, TYPES[type_name]) and (type_name == "bool" or not isinstance(value, bool))
+
+
+def _name_or_empty(what: str):
+    return lambda v: v == "" or check_name(v, what)
+
+
+def _subpath_or_empty(what: str):
+    return lambda v: v == "" or check_subpath(v, what)
+
+
+def _at_least(minimum: int, what: str):
+    def check(v):
+        if v < minimum:
+            raise UserError(f"{what} must be >= {minimum}, got {v}")
+
+    return check
+
+
+def _seed_list(seeds: list) -> None:
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds must be a non-empty list of distinct integers, got {seeds!r:.80}")
+    for s in seeds:
+        check_seed(s, "each seed")
+
+
+def _sweep_file(v: str) -> None:
+    from .sweep_spec import load_spec
+
+    load_spec(REPO_ROOT / v)
+
+
+# the values of non-Config parameters, by name: a name means the same thing in every notebook that declares it
+PARAMETER_CHECKS = {
+    "run_name": _name_or_empty("run_name"),
+    "output_name": _subpath_or_empty("output_name"),  # results/<output_name>, e.g. configs/mlp_aug
+    "figures_subdir": _subpath_or_empty("figures_subdir"),
+    "threads": lambda v: v == 0 or check_threads(v),  # 0: torch's default
+    "workers": _at_least(0, "workers"),  # 0: the sweep file's
+    "max_train_samples": _at_least(0, "max_train_samples"),  # 0: all
+    "n_samples": _at_least(1, "n_samples"),
+    "device": select_device,
+    "seeds": _seed_list,
+    "config_file": lambda v: v == "" or Config.load(REPO_ROOT / v),
+    "sweep_file": _sweep_file,
+}
+
+
+def check_parameter(name: str, value: Any, type_name: str) -> None:
+    """A UserError if a non-Config notebook parameter has the wrong type for its declaration, or a value its rule refuses."""
+    if not _has_type(value, type_name):
+        raise UserError(f"parameter {name} must be {type_name}, got {value!r:.60}")
+    if name in PARAMETER_CHECKS:
+        PARAMETER_CHECKS[name](value)
 
 
 def default_run_files() -> list[Path]:
@@ -115,10 +189,10 @@ def run_batch(
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise UserError(f"two run files share a name: {names}")
+    writable_dir(output_dir, "output folder")
     existing = [output_dir / f"{n}.ipynb" for n in names if (output_dir / f"{n}.ipynb").exists()]
     if existing and not overwrite:
         raise UserError(f"executed copies exist ({', '.join(map(str, existing))}); pass --overwrite to replace them")
-    output_dir.mkdir(parents=True, exist_ok=True)
     use_project_kernel()
     outcomes = []
     for run in runs:

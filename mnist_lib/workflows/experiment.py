@@ -9,6 +9,8 @@ Used by the CLI (`python -m mnist_lib train` / `evaluate`) and by the notebooks.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +19,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..core import datasets
-from ..core.config import Config
+from ..core.config import Config, check_seed
 from ..core.errors import UserError
+from ..core.files import atomic_write, writable_dir, write_json
 from ..data.idx import read_split
 from ..data.splits import load_test, prepare_data
 from ..records import plots
-from ..records.runs import RunRecorder, atomic_write, environment, load_model, new_run_dir, read_summary, update_summary, write_json
+from ..records.claim import Claim, claim_run_dir, lock_run_dir
+from ..records.runs import RunRecorder, environment, load_model, read_summary, update_summary
 from ..training.evaluate import Report, classification_report
 from ..training.memory import check_fits, human, is_out_of_memory, training_bytes
 from ..training.model import count_params
@@ -50,20 +54,23 @@ def train_and_record(
     """Train per `config` and write a run record; returns (run_dir, result, summary).
 
     Everything that can be refused (device, threads, a model too large for the
-    device's memory, data, an existing run directory) is checked before anything
-    is written. Running out of memory anyway marks the record failed and is a
-    UserError.
+    device's memory, data, the figures folder, the run directory: records/claim.py)
+    is checked before anything is written. However the run ends, summary.json says
+    how (records/runs.py); running out of memory or disk is a UserError saying so.
     """
     dev, n_threads, data = _prepare(config, device, graph, threads, data_dir, max_train_samples)
-    run_dir = new_run_dir(run_dir, name, overwrite)
-    recorder = _start_record(run_dir, config, data, dev, n_threads, max_train_samples)
+    if figures_dir is not None:
+        writable_dir(figures_dir, "figures folder")
+    recorder = _start_record(claim_run_dir(run_dir, name, overwrite), config, data, dev, n_threads, max_train_samples)
     try:
         result = train(config, data, device=dev, threads=n_threads, progress=progress, on_epoch=recorder.on_epoch, graph=graph)
+        summary = _finish_record(recorder, result, figures_dir)
     except BaseException as e:
         _fail_records([recorder], e, config, dev, 1)
         raise
-    summary = _finish_record(recorder, result, run_dir, figures_dir)
-    return run_dir, result, summary
+    finally:
+        recorder.close()
+    return recorder.dir, result, summary
 
 
 def train_population_and_record(
@@ -82,23 +89,31 @@ def train_population_and_record(
 
     Each record has the layout and fields of a single run's, plus population_size.
     Its train_seconds is the population's wall time, shared by all its members.
-    The run directories must be new unless `overwrite` (new_run_dir's rules apply to each).
+    The run directories must be new unless `overwrite` (claim_run_dir's rules apply to each).
     """
     check_compatible(configs)  # so the members share dataset, val_size and split_seed: one split for all
     dev, n_threads, data = _prepare(configs[0], device, graph, threads, data_dir, max_train_samples, models=len(configs))
-    run_dirs = [new_run_dir(d, overwrite=overwrite) for d in run_dirs]  # refused if one is taken, before any training
-    recorders = [
-        _start_record(run_dir, cfg, data, dev, n_threads, max_train_samples, population_size=len(configs))
-        for run_dir, cfg in zip(run_dirs, configs, strict=True)
-    ]
+    recorders: list[RunRecorder] = []
+    try:  # every folder claimed, or none: one that is taken refuses the population before any training
+        for run_dir, cfg in zip(run_dirs, configs, strict=True):
+            claim = claim_run_dir(run_dir, overwrite=overwrite)
+            recorders.append(_start_record(claim, cfg, data, dev, n_threads, max_train_samples, population_size=len(configs)))
+    except BaseException as e:
+        _fail_records(recorders, e, configs[0], dev, len(configs))
+        for r in recorders:
+            r.close()
+        raise
     try:
         results = train_population(
             configs, data, device=dev, threads=n_threads, progress=progress, on_epoch=lambda m, row: recorders[m].on_epoch(row), graph=graph
         )
+        return [(rec.dir, res, _finish_record(rec, res, None)) for rec, res in zip(recorders, results, strict=True)]
     except BaseException as e:
-        _fail_records(recorders, e, configs[0], dev, len(configs))
+        _fail_records([r for r in recorders if r.summary["status"] == "running"], e, configs[0], dev, len(configs))
         raise
-    return [(rec.dir, res, _finish_record(rec, res, rec.dir, None)) for rec, res in zip(recorders, results, strict=True)]
+    finally:
+        for r in recorders:
+            r.close()
 
 
 def _prepare(
@@ -112,30 +127,36 @@ def _prepare(
     return dev, n_threads, prepare_data(config, data_dir, max_train_samples)
 
 
-def _start_record(run_dir: Path, config: Config, data, dev, n_threads: int, max_train_samples: int | None, **extra) -> RunRecorder:
-    return RunRecorder(
-        run_dir,
-        config,
-        {
-            "params": None,
-            "split_hash": data.split_hash,
-            "n_train": len(data.y_train),
-            "n_val": len(data.y_val),
-            "max_train_samples": max_train_samples,
-            "norm_mean": data.mean,
-            "norm_std": data.std,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **extra,
-            **environment(str(dev), n_threads),
-        },
-    )
+def _start_record(claim: Claim, config: Config, data, dev, n_threads: int, max_train_samples: int | None, **extra) -> RunRecorder:
+    """The record's first files in the claimed folder; if they cannot be written, the folder goes and a replaced record returns."""
+    try:
+        return RunRecorder(
+            claim,
+            config,
+            {
+                "params": None,
+                "split_hash": data.split_hash,
+                "n_train": len(data.y_train),
+                "n_val": len(data.y_val),
+                "max_train_samples": max_train_samples,
+                "norm_mean": data.mean,
+                "norm_std": data.std,
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **extra,
+                **environment(str(dev), n_threads),
+            },
+        )
+    except BaseException:
+        claim.abort()
+        claim.release()
+        raise
 
 
 def _fail_records(recorders: list[RunRecorder], error: BaseException, config: Config, dev, models: int) -> None:
-    """Mark every record failed; an out-of-memory error becomes the UserError that says so."""
+    """Mark every record failed with the reason (interrupted for Ctrl-C or SIGTERM); out of memory becomes the UserError that says so."""
     for recorder in recorders:
-        recorder.fail(f"{type(error).__name__}: {error}")
-    if is_out_of_memory(error):
+        recorder.fail(error)
+    if is_out_of_memory(error) and recorders:
         _, needed = training_bytes(config)
         where = recorders[0].dir if models == 1 else recorders[0].dir.parent
         raise UserError(
@@ -143,25 +164,24 @@ def _fail_records(recorders: list[RunRecorder], error: BaseException, config: Co
         ) from None
 
 
-def _finish_record(recorder: RunRecorder, result: TrainResult, run_dir: Path, figures_dir: str | Path | None) -> dict:
-    summary = recorder.finish(
-        result.model,
-        recorder.summary["norm_mean"],
-        recorder.summary["norm_std"],
-        status=result.status,
+def _finish_record(recorder: RunRecorder, result: TrainResult, figures_dir: str | Path | None) -> dict:
+    """Weights (if any epoch was finite), then the figures, then the summary with the run's status: completed comes last."""
+    saved = bool(result.best_epoch) and recorder.save_model(result.model, recorder.summary["norm_mean"], recorder.summary["norm_std"])
+    recorder.summary.update(
         params=count_params(result.model),
         epochs_run=len(result.history),
         best_epoch=result.best_epoch,
+        weights_epoch=result.best_epoch if saved else None,  # null: no epoch had finite weights and loss, nothing saved
         best_val_acc=result.best_val_acc,
         final_val_acc=result.final_val_acc,
         train_seconds=round(result.train_seconds, 3),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    out = Path(figures_dir) if figures_dir is not None else run_dir
+    out = Path(figures_dir) if figures_dir is not None else recorder.dir
     if result.history:
         plots.save_figure(plots.plot_loss_curves(result.history), out / "loss_curves.png", close=True)
         plots.save_figure(plots.plot_accuracy_curves(result.history), out / "accuracy_curves.png", close=True)
-    return summary
+    return recorder.end(result.status)
 
 
 def evaluate_run(
@@ -177,31 +197,41 @@ def evaluate_run(
     Adds test_loss and test_acc to summary.json, writes per-class metrics and
     the misclassified list as CSV, and confusion-matrix, per-class and
     misclassified-digit figures (into the run directory unless `figures_dir`).
+    The run folder is locked while it is written; summary.json is written last,
+    so an evaluation that fails (a full disk, a read-only folder) records nothing.
     """
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     if summary.get("status") != "completed":
         raise UserError(f"run {run_dir} has status {summary.get('status')!r}; only completed runs are evaluated")
-    if "test_acc" in summary and not overwrite:
+    if summary.get("test_acc") is not None and not overwrite:
         raise UserError(
             f"run {run_dir} was already evaluated on the test set (test_acc={summary['test_acc']:.4f}); pass --overwrite to redo it"
         )
-    model, config, mean, std = load_model(run_dir, select_device(device))
-    classes = datasets.DATASETS[config.dataset].classes
-    x_test, y_test = load_test(mean, std, data_dir, config.dataset)
-    report = classification_report(model, x_test.to(next(model.parameters()).device), y_test, classes)
-    atomic_write(run_dir / "test_per_class.csv", report.per_class.to_csv(lineterminator="\n"))
-    atomic_write(run_dir / "test_misclassified.csv", report.misclassified.to_csv(index=False, lineterminator="\n"))
-    out = Path(figures_dir) if figures_dir is not None else run_dir
-    raw_test_images, _ = read_split("test", data_dir, config.dataset)
-    figures = {
-        "confusion_matrix.png": plots.plot_confusion_matrix(report.confusion, "Test confusion matrix", classes),
-        "per_class_accuracy.png": plots.plot_per_class_accuracy(report.per_class, classes=classes),
-        "misclassified.png": plots.plot_misclassified(raw_test_images, report.misclassified, classes=classes),
-    }
-    for name, fig in figures.items():
-        plots.save_figure(fig, out / name, close=True)
-    update_summary(run_dir, test_loss=report.loss, test_acc=report.acc, test_evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    dev = select_device(device)
+    out = writable_dir(figures_dir, "figures folder") if figures_dir is not None else run_dir
+    with lock_run_dir(run_dir):
+        model, config, mean, std = load_model(run_dir, dev)
+        classes = datasets.DATASETS[config.dataset].classes
+        x_test, y_test = load_test(mean, std, data_dir, config.dataset)
+        report = classification_report(model, x_test.to(next(model.parameters()).device), y_test, classes)
+        if not (math.isfinite(report.loss) and math.isfinite(report.acc)):
+            raise UserError(f"run {run_dir}: the test loss is not finite ({report.loss}); its weights overflow on the test set")
+        atomic_write(run_dir / "test_per_class.csv", report.per_class.to_csv(lineterminator="\n"))
+        atomic_write(run_dir / "test_misclassified.csv", report.misclassified.to_csv(index=False, lineterminator="\n"))
+        raw_test_images, _ = read_split("test", data_dir, config.dataset)
+        figures = {
+            "confusion_matrix.png": plots.plot_confusion_matrix(report.confusion, "Test confusion matrix", classes),
+            "per_class_accuracy.png": plots.plot_per_class_accuracy(report.per_class, classes=classes),
+            "misclassified.png": plots.plot_misclassified(raw_test_images, report.misclassified, classes=classes),
+        }
+        try:
+            for name, fig in figures.items():
+                plots.save_figure(fig, out / name)
+        finally:
+            for fig in figures.values():
+                plots.plt.close(fig)
+        update_summary(run_dir, test_loss=report.loss, test_acc=report.acc, test_evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return report
 
 
@@ -216,8 +246,11 @@ class SeedResults:
     out_dir: Path | None = None  # where the seeds' records and the summaries are
 
     def line(self) -> str:
-        """'validation 98.11 ± 0.03 %, test 98.49 ± 0.08 % (3 seeds)'."""
+        """'validation 98.11 ± 0.03 %, test 98.49 ± 0.08 % (3 seeds)', or why there is no mean."""
         a = self.aggregate
+        if not a["n_seeds"]:
+            statuses = ", ".join(f"seed {s} {st}" for s, st in zip(self.table["seed"], self.table["status"], strict=True))
+            return f"no seed completed ({statuses or 'none ran'}): no mean to report"
         val = f"validation {100 * a['val_acc_mean']:.2f} ± {100 * a['val_acc_std']:.2f} %"
         if "test_acc_mean" not in a:
             return f"{val} ({a['n_seeds']} seeds)"
@@ -248,33 +281,80 @@ def multi_seed(
     only (on the CPU a population is slower per model: benchmarks/population.py).
 
     Writes out_dir/summary.csv (a row per seed) and out_dir/summary.json (config,
-    mean and sample std of validation and test accuracy, split hash, versions).
+    mean and sample std of validation and test accuracy, split hash, versions, and
+    a status: running, then completed if every seed completed, interrupted, or
+    failed with the reason). Ctrl-C or SIGTERM stops every seed, not just the
+    current one: the summaries are written and KeyboardInterrupt is raised again.
     """
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
+    if not isinstance(seeds, (list, tuple)) or not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds must be a non-empty list of distinct integers, got {seeds!r:.80}")
+    for s in seeds:
+        check_seed(s, "each seed")
     if population not in POPULATION_CHOICES:
         raise UserError(f"population must be one of {', '.join(POPULATION_CHOICES)}, got {population!r}")
     dev = select_device(device)
     resolve_graph(graph, dev)  # refused before the output folder is made
+    set_threads(threads)
     side_by_side = population == "on" or (population == "auto" and dev.type == "cuda")
-    out_dir = new_run_dir(out_dir, name, overwrite)
+    claim = claim_run_dir(out_dir, name, overwrite)
+    out_dir = claim.path
+    started = {
+        "status": "running",
+        "config": config.to_dict(),
+        "seeds_requested": list(seeds),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    try:
+        write_json(out_dir / "summary.json", started)
+    except BaseException:
+        claim.abort()
+        claim.release()
+        raise
+    claim.started()
     options = dict(data_dir=data_dir, max_train_samples=max_train_samples, threads=threads, device=device, progress=progress, graph=graph)
-    if side_by_side:
-        runs = train_population_and_record([config.replace(seed=s) for s in seeds], [out_dir / f"seed_{s}" for s in seeds], **options)
-    else:
-        runs = (
-            train_and_record(config.replace(seed=s), run_dir=out_dir / f"seed_{s}", **options)
-            for s in tqdm(seeds, desc="seeds", disable=not progress)
-        )
     rows, reports, first = [], {}, None
-    for seed, (run_dir, result, summary) in zip(seeds, runs, strict=True):
-        first = first or summary
-        row = {k: summary[k] for k in ("status", "best_epoch", "best_val_acc", "final_val_acc", "train_seconds")}
-        if evaluate_test and result.status == "completed":
-            reports[seed] = evaluate_run(run_dir, data_dir=data_dir, device=device)
-            row.update(test_acc=reports[seed].acc, test_loss=reports[seed].loss)
-        rows.append({"seed": seed, **row})
-    table = pd.DataFrame(rows)
+    try:
+        if side_by_side:
+            runs = train_population_and_record([config.replace(seed=s) for s in seeds], [out_dir / f"seed_{s}" for s in seeds], **options)
+        else:
+            runs = (
+                train_and_record(config.replace(seed=s), run_dir=out_dir / f"seed_{s}", **options)
+                for s in tqdm(seeds, desc="seeds", disable=not progress)
+            )
+        for seed, (run_dir, result, summary) in zip(seeds, runs, strict=False):
+            first = first or summary
+            row = {k: summary[k] for k in ("status", "best_epoch", "best_val_acc", "final_val_acc", "train_seconds")}
+            rows.append({"seed": seed, **row})
+            if result.status == "interrupted":
+                raise KeyboardInterrupt  # the whole command stops, not just this seed
+            if evaluate_test and result.status == "completed":
+                reports[seed] = evaluate_run(run_dir, data_dir=data_dir, device=device)
+                rows[-1].update(test_acc=reports[seed].acc, test_loss=reports[seed].loss)
+    except BaseException as e:
+        status, error = ("interrupted", None) if isinstance(e, KeyboardInterrupt) else ("failed", _reason(e))
+        with contextlib.suppress(UserError, OSError):  # the error on its way out says more than a failed summary write
+            _write_seed_summaries(out_dir, started, config, rows, first, side_by_side, len(seeds), status, error)
+        claim.release()
+        raise
+    try:
+        table, aggregate = _write_seed_summaries(out_dir, started, config, rows, first, side_by_side, len(seeds))
+    finally:
+        claim.release()
+    return SeedResults(config, table, aggregate, reports, out_dir)
+
+
+def _reason(error: BaseException) -> str:
+    return str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+
+
+def _write_seed_summaries(
+    out_dir: Path, started: dict, config: Config, rows: list[dict], first: dict | None, side_by_side: bool, n_requested: int,
+    status: str | None = None, error: str | None = None,
+) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+    """summary.csv (a row per seed that ran) and summary.json (mean ± std over the completed ones, and a true status)."""
+    table = pd.DataFrame(
+        rows, columns=["seed", "status", "best_epoch", "best_val_acc", "final_val_acc", "train_seconds"] if not rows else None
+    )
     done = table[table["status"] == "completed"]
     aggregate = {"n_seeds": len(done), "seeds": done["seed"].tolist()}
     for col in ("best_val_acc", "test_acc", "train_seconds"):
@@ -282,10 +362,19 @@ def multi_seed(
             key = "val_acc" if col == "best_val_acc" else col
             aggregate[f"{key}_mean"] = float(done[col].mean())
             aggregate[f"{key}_std"] = float(done[col].std(ddof=1)) if len(done) > 1 else 0.0
+    if status is None:
+        status = "completed" if len(done) == n_requested else "failed"
+        if status == "failed":
+            error = f"{n_requested - len(done)} of {n_requested} seeds did not complete (" + ", ".join(
+                f"seed {r['seed']} {r['status']}" for r in rows if r["status"] != "completed"
+            ) + ")"  # fmt: skip
     keep = ("split_hash", "params", "max_train_samples", "device", "threads", "cpu", "torch_version", "python_version")
-    record = {"config": config.to_dict(), **aggregate, **{k: first[k] for k in keep}, "date": time.strftime("%Y-%m-%d")}
+    record = {**started, "status": status, "config": config.to_dict(), **aggregate, **{k: first[k] for k in keep if first and k in first}}
+    record["date"] = time.strftime("%Y-%m-%d")
+    if error:
+        record["error"] = error
     if side_by_side:  # train_seconds is then the whole population's wall time, shared by its seeds
-        record["population_size"] = len(seeds)
-    write_json(out_dir / "summary.json", record)
+        record["population_size"] = n_requested
     atomic_write(out_dir / "summary.csv", table.to_csv(index=False, lineterminator="\n"))
-    return SeedResults(config, table, aggregate, reports, out_dir)
+    write_json(out_dir / "summary.json", record)
+    return table, aggregate

@@ -1,0 +1,165 @@
+"""Claiming run folders (records/claim.py) and writing files (core/files.py): nothing of the user's is ever deleted.
+
+Each case of issue 19's data-loss list, in a temporary folder: --overwrite on a
+folder of the user's, on a file, on "", on "..", on a symlink; replacing a record
+keeps the old one until the new one stands; one writer at a time; the umask kept.
+"""
+
+import json
+import os
+import stat
+
+import pytest
+
+from mnist_lib import Config
+from mnist_lib.core.errors import UserError
+from mnist_lib.core.files import MAX_TEXT_BYTES, atomic_write, read_text, writable_dir, write_json
+from mnist_lib.records.claim import check_name, claim_run_dir, is_record, lock_run_dir
+from mnist_lib.records.runs import RunRecorder
+
+TINY = Config(epochs=1, hidden=(8,), dropout=(0.0,))
+
+
+def make_record(folder, status="completed", extra=()):
+    """A run record as RunRecorder leaves it (summary, config, metrics), plus files named in `extra`."""
+    rec = RunRecorder(claim_run_dir(folder), TINY, {"split_hash": "abc"})
+    rec.end(status)
+    rec.close()
+    for name in extra:
+        (folder / name).write_text("x")
+    return folder
+
+
+def tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "a\\b", ".hidden", "tab\tname", "x" * 201, None, 5])
+def test_a_run_name_is_a_name(name):
+    with pytest.raises(UserError, match="run name"):
+        check_name(name)
+
+
+@pytest.mark.parametrize("name", ["reference", "grid-0001", "20261130-131900", "mlp_aug v2", "é"])
+def test_ordinary_names_are_accepted(name):
+    assert check_name(name) == name
+
+
+def test_overwrite_never_touches_a_folder_of_the_users(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("four years")
+    (precious / "summary.json").write_text(json.dumps({"status": "completed", "split_hash": "x"}))  # looks like ours, is not only ours
+    before = tree(precious)
+    with pytest.raises(UserError, match=r"refusing to overwrite .*precious: not a run record \(it holds thesis.txt, which this library"):
+        claim_run_dir(precious, overwrite=True)
+    assert tree(precious) == before and sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
+
+
+def test_overwrite_refuses_a_file_an_empty_path_a_name_that_escapes_and_a_symlink(tmp_path, monkeypatch):
+    monkeypatch.setattr("mnist_lib.records.claim.RUNS_DIR", tmp_path / "results" / "runs")
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    (tmp_path / "results" / "final.txt").write_text("keep")
+    note = tmp_path / "some_file.txt"
+    note.write_text("keep")
+    with pytest.raises(UserError, match="exists and is a file"):
+        claim_run_dir(note, overwrite=True)
+    with pytest.raises(UserError, match="the run directory is empty"):
+        claim_run_dir("", overwrite=True)
+    with pytest.raises(UserError, match=r"run name '\.\.' is a path"):
+        claim_run_dir(name="..", overwrite=True)
+    (tmp_path / "link").symlink_to(tmp_path / "results")
+    with pytest.raises(UserError, match="is a symbolic link"):
+        claim_run_dir(tmp_path / "link", overwrite=True)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(UserError, match="is a symbolic link"):
+        claim_run_dir(tmp_path / "loop", overwrite=True)
+    with pytest.raises(UserError, match="symbolic link loop"):
+        claim_run_dir(tmp_path / "loop" / "r")
+    assert note.read_text() == "keep" and (tmp_path / "results" / "final.txt").read_text() == "keep"
+
+
+def test_a_record_is_recognised_by_its_files(tmp_path):
+    run = make_record(tmp_path / "run", extra=["loss_curves.png", "model.safetensors"])
+    assert is_record(run) == (True, "")
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    make_record(seeds / "seed_0")
+    write_json(seeds / "summary.json", {"n_seeds": 1, "config": {}})
+    assert is_record(seeds) == (True, "")
+    (seeds / "seed_0" / "notes.md").write_text("mine")
+    ok, why = is_record(seeds)
+    assert not ok and why.startswith("seed_0/: it holds notes.md")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "summary.json").write_text('{"accuracy": 1}')
+    assert is_record(foreign) == (False, "its summary.json is not a run summary of this library")
+
+
+def test_replacing_keeps_the_old_record_until_the_new_one_has_started(tmp_path):
+    run = make_record(tmp_path / "run", extra=["model.safetensors"])
+    old = tree(run)
+    claim = claim_run_dir(run, overwrite=True)
+    asides = [p for p in tmp_path.iterdir() if p.name.startswith(".run.replaced-")]
+    assert len(asides) == 1 and {k: v for k, v in tree(asides[0]).items() if k != ".lock"} == old  # moved aside, whole
+    assert claim.path == run and [p.name for p in run.iterdir()] == [".lock"]
+    claim.abort()  # the new run failed before its first files: the old record comes back
+    claim.release()
+    assert tree(run) == old and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+    claim = claim_run_dir(run, overwrite=True)
+    RunRecorder(claim, TINY, {"split_hash": "new"})  # writes the first files, then claim.started()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the old record is gone only now
+    assert json.loads((run / "summary.json").read_text()) == {"status": "running", "split_hash": "new"}
+    claim.release()
+    assert not (run / ".lock").exists()
+
+
+def test_one_writer_at_a_time(tmp_path):
+    first = claim_run_dir(tmp_path / "r")
+    with pytest.raises(UserError, match="already exists"):
+        claim_run_dir(tmp_path / "r")
+    with pytest.raises(UserError, match="is being written by another process"):
+        claim_run_dir(tmp_path / "r", overwrite=True)
+    with pytest.raises(UserError, match="is being written by another process"):
+        lock_run_dir(tmp_path / "r")
+    first.release()
+    claim_run_dir(tmp_path / "r", overwrite=True).release()  # free again: an empty record, replaced
+
+
+def test_files_keep_the_users_umask(tmp_path):
+    old = os.umask(0o002)  # a group-shared results folder
+    try:
+        atomic_write(tmp_path / "f.txt", "x")
+        claim = claim_run_dir(tmp_path / "run")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o664
+    assert stat.S_IMODE(claim.path.stat().st_mode) == 0o775
+    claim.release()
+
+
+def test_json_never_holds_nan(tmp_path):
+    write_json(tmp_path / "s.json", {"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": float("-inf")}})
+    text = (tmp_path / "s.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON")) == {"a": None, "b": [None, 1.5], "c": {"d": None}}
+
+
+def test_reads_are_capped(tmp_path):
+    with pytest.raises(UserError, match=r"^config file /dev/zero is larger than 4 MiB"):
+        read_text("/dev/zero", "config file")
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (MAX_TEXT_BYTES + 1))
+    with pytest.raises(UserError, match="larger than 4 MiB"):
+        read_text(big)
+    big.write_bytes(b" " * MAX_TEXT_BYTES)
+    assert len(read_text(big)) == MAX_TEXT_BYTES
+
+
+def test_an_output_folder_must_be_a_writable_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"figures folder .*file exists and is a file"):
+        writable_dir(tmp_path / "file", "figures folder")
+    with pytest.raises(UserError, match="a part of the path is a file"):
+        writable_dir(tmp_path / "file" / "sub", "figures folder")
+    assert writable_dir(tmp_path / "new" / "deep").is_dir() and list((tmp_path / "new" / "deep").iterdir()) == []

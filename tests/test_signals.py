@@ -1,0 +1,215 @@
+"""Every end of a run leaves a record that tells the truth: signals, a full disk, read-only folders, two writers. Real processes.
+
+- SIGTERM during training is Ctrl-C: the record says interrupted, keeps its best
+  weights, the command says so in one line and exits 143; a second writer into
+  the same folder meanwhile is refused (the folder's lock).
+- Ctrl-C during `--seeds` stops every seed (one after another, or a population),
+  every record says interrupted, and the command exits 130.
+- A full disk while the weights are saved (RLIMIT_FSIZE, SIGXFSZ ignored, so the
+  write fails with EFBIG as it would with ENOSPC) marks the run failed with the
+  reason; during `evaluate` it leaves the summary as it was.
+- A read-only run folder (permissions; as root, with the capabilities that bypass
+  them dropped from the child) is one line for `evaluate` and `train`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import skip_or_fail
+
+from mnist_lib import Config, train_and_record
+
+QUICK = [
+    "--epochs",
+    "400",
+    "--hidden",
+    "32",
+    "--dropout",
+    "0",
+    "--max-train-samples",
+    "1000",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+    "--quiet",
+]
+
+
+def cli(*argv, preexec=None, env=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_lib", *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=preexec, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def wait_for_epochs(metrics: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Poll until `metrics` holds n epoch rows (the process is then inside its training loop)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) > n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"ended before epoch {n}: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"no epoch {n} in {metrics} after {timeout} s")
+
+
+def summary(folder: Path) -> dict:
+    return json.loads((folder / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {folder}/summary.json"))
+
+
+def one_line(err: str, phrase: str) -> None:
+    assert err.count("\n") == 1 and err.startswith("mnist-lib: ") and "Traceback" not in err and phrase in err, err
+
+
+def test_sigterm_is_ctrl_c_and_a_second_writer_is_refused(tmp_path, mnist_dir):
+    run = tmp_path / "run"
+    writer = cli("train", "--run-dir", run, *QUICK)
+    wait_for_epochs(run / "metrics.csv", 2, writer)
+    code, _, err = finish(cli("train", "--run-dir", run, "--overwrite", *QUICK[:2], "--hidden", "64", *QUICK[4:]))
+    assert code == 2
+    one_line(err, "is being written by another process")
+    writer.send_signal(signal.SIGTERM)
+    code, out, err = finish(writer)
+    assert code == 143, err
+    one_line(err, "terminated (SIGTERM)")
+    s = summary(run)
+    assert s["status"] == "interrupted" and s["weights_epoch"] == s["best_epoch"] >= 1 and "interrupted" in out
+    import safetensors.torch
+
+    assert json.loads((run / "config.json").read_text())["hidden"] == [32]  # one writer's record, not a mix
+    assert list(safetensors.torch.load_file(str(run / "model.safetensors"))["net.0.weight"].shape) == [32, 784]
+    kept = sorted(p.name for p in run.iterdir() if p.suffix != ".png")
+    assert kept == ["config.json", "metrics.csv", "model.safetensors", "summary.json"]  # and no lock left
+
+
+@pytest.mark.parametrize("population", ["off", "on"])
+def test_ctrl_c_stops_every_seed_and_exits_130(tmp_path, mnist_dir, population):
+    out_dir = tmp_path / "seeds"
+    proc = cli("train", "--seeds", "0", "1", "2", "--population", population, "--run-dir", out_dir, *QUICK)
+    wait_for_epochs(out_dir / "seed_0" / "metrics.csv", 1, proc)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc)
+    assert code == 130, err
+    one_line(err, "interrupted")
+    statuses = {p.name: summary(p)["status"] for p in out_dir.glob("seed_*")}
+    # one after another, the seeds after the interrupted one never start; side by side, all three stop together
+    assert statuses == ({"seed_0": "interrupted"} if population == "off" else dict.fromkeys(("seed_0", "seed_1", "seed_2"), "interrupted"))
+    assert summary(out_dir)["status"] == "interrupted" and summary(out_dir)["n_seeds"] == 0
+
+
+def no_bigger_than(n_bytes: int):
+    """preexec_fn: files this process writes stop at n_bytes, and a write past it fails (EFBIG) instead of killing it."""
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, n_bytes))
+
+    return limit
+
+
+def test_a_full_disk_while_the_model_is_saved_marks_the_run_failed(tmp_path, mnist_dir):
+    run = tmp_path / "run"
+    args = [
+        "--epochs",
+        "1",
+        "--hidden",
+        "64",
+        "--dropout",
+        "0",
+        "--max-train-samples",
+        "500",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    code, _, err = finish(cli("train", "--run-dir", run, *args, preexec=no_bigger_than(100_000)))  # the model file is 200 kB
+    assert code == 2
+    one_line(err, "model.safetensors: file too large")
+    s = summary(run)
+    assert s["status"] == "failed" and "model.safetensors" in s["error"] and "file too large" in s["error"]
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.csv", "summary.json"]  # no model, no temporary
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_dir):
+    run, _, _ = train_and_record(Config(epochs=1, hidden=(16,), dropout=(0.0,)), run_dir=tmp_path_factory.mktemp("sig") / "run",
+                                 max_train_samples=500, threads=2, device="cpu", progress=False)  # fmt: skip
+    return run
+
+
+def test_a_full_disk_during_evaluate_leaves_the_summary_as_it_was(trained, tmp_path):
+    run = shutil.copytree(trained, tmp_path / "run")
+    before = (run / "summary.json").read_bytes()
+    code, _, err = finish(cli("evaluate", run, preexec=no_bigger_than(20_000)))
+    assert code == 2
+    one_line(err, "file too large")
+    assert (run / "summary.json").read_bytes() == before and not list(run.glob(".*"))
+
+
+def without_permission_bypass():
+    """preexec_fn: as root, drop the capabilities that ignore file permissions (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER)."""
+    if os.geteuid() != 0:
+        return None
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+    def drop():
+        for cap in (1, 2, 3):
+            if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: gone from the bounding set, so from the exec'd process
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+    return drop
+
+
+@contextlib.contextmanager
+def read_only(*folders: Path):
+    for f in folders:
+        f.chmod(0o555)
+    try:
+        yield
+    finally:
+        for f in folders:
+            f.chmod(0o755)
+
+
+def test_read_only_folders_are_one_line_and_the_record_stays_true(trained, tmp_path, mnist_dir):
+    base = tmp_path / "ro"
+    run = shutil.copytree(trained, base / "run")
+    before = (run / "summary.json").read_bytes()
+    with read_only(run, base):
+        procs = {
+            "evaluate": cli("evaluate", run, preexec=without_permission_bypass()),
+            "train": cli("train", "--run-dir", base / "new", *QUICK, preexec=without_permission_bypass()),
+            "figures": cli(
+                "train", "--run-dir", tmp_path / "run", "--figures-dir", base / "figs", *QUICK, preexec=without_permission_bypass()
+            ),
+        }
+        results = {name: finish(p) for name, p in procs.items()}
+    for name, (code, _, err) in results.items():
+        if "prctl" in err:
+            skip_or_fail(f"cannot drop root's permission bypass here: {err.strip()[-80:]}")
+        assert code == 2, (name, err)
+        one_line(err, "permission denied")
+    assert "cannot lock the run directory" in results["evaluate"][2] and "cannot write to the figures folder" in results["figures"][2]
+    assert (run / "summary.json").read_bytes() == before and not (base / "new").exists() and not (tmp_path / "run").exists()
