@@ -330,3 +330,65 @@ def test_bf16_support_is_false_where_there_is_no_bf16_matmul():
 
     assert bf16_supported("meta") is False
     assert bf16_supported("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+# --- every end of a run leaves a record that tells the truth ---------------------------------
+
+DIVERGES = Config(epochs=2, hidden=(16,), dropout=(0.0,), optimizer="sgd", lr=1e30)  # NaN in the first epoch
+
+
+def strict_json(path):
+    return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} written into {path}"))
+
+
+def test_a_run_that_diverges_at_once_saves_no_weights_and_writes_no_nan(tmp_path, mnist_dir):
+    run_dir, result, summary = train_and_record(
+        DIVERGES, run_dir=tmp_path / "r", max_train_samples=300, threads=1, device="cpu", progress=False
+    )
+    on_disk = strict_json(run_dir / "summary.json")
+    assert result.status == on_disk["status"] == "diverged" and on_disk["best_epoch"] == 0
+    assert on_disk["weights_epoch"] is None and on_disk["best_val_acc"] is None and on_disk["epochs_run"] == 1
+    assert not (run_dir / "model.safetensors").exists()  # NaN weights are not a model
+    with pytest.raises(UserError, match="no model at"):
+        load_model(run_dir)
+
+
+def test_nan_weights_are_never_saved(tmp_path):
+    from mnist_lib.records.runs import RunRecorder
+
+    rec = RunRecorder(claim_run_dir(tmp_path / "r"), TINY, {})
+    model = MLP.from_config(TINY)
+    assert rec.save_model(model, 0.13, 0.31) and (tmp_path / "r" / "model.safetensors").is_file()
+    with torch.no_grad():
+        model.net[0].weight[0, 0] = float("inf")
+    (tmp_path / "r" / "model.safetensors").unlink()
+    assert not rec.save_model(model, 0.13, 0.31) and not (tmp_path / "r" / "model.safetensors").exists()
+    rec.close()
+
+
+def test_a_figure_that_cannot_be_written_leaves_the_run_failed_not_completed(tmp_path, mnist_dir, monkeypatch):
+    import mnist_lib.workflows.experiment as exp
+
+    def no_figures(fig, path, close=False):
+        raise UserError(f"cannot write {path}: read-only file system")
+
+    monkeypatch.setattr(exp.plots, "save_figure", no_figures)
+    with pytest.raises(UserError, match="loss_curves.png: read-only file system"):
+        exp.train_and_record(TINY, run_dir=tmp_path / "r", max_train_samples=300, threads=1, device="cpu", progress=False)
+    summary = strict_json(tmp_path / "r" / "summary.json")
+    assert summary["status"] == "failed" and "loss_curves.png: read-only file system" in summary["error"]
+    assert summary["best_val_acc"] > 0.1 and summary["weights_epoch"] == 1  # what was done is recorded; completed it is not
+
+
+@pytest.mark.parametrize("population", ["off", "on"])
+def test_every_seed_diverging_is_one_clear_line(tmp_path, capsys, mnist_dir, population):
+    from mnist_lib.cli import main
+
+    code = main(["train", "--seeds", "0", "1", "--population", population, "--optimizer", "sgd", "--lr", "1e30", "--hidden", "16", "--dropout", "0",
+                 "--epochs", "2", "--max-train-samples", "300", "--threads", "1", "--device", "cpu", "--quiet", "--run-dir", str(tmp_path / "s")])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 2 and "no seed completed (seed 0 diverged, seed 1 diverged)" in out
+    assert err == f"mnist-lib: error: 2 of 2 seeds did not complete (seed 0 diverged, seed 1 diverged); see {tmp_path / 's'}\n"
+    aggregate = strict_json(tmp_path / "s" / "summary.json")
+    assert aggregate["status"] == "failed" and aggregate["n_seeds"] == 0 and "val_acc_mean" not in aggregate
+    assert aggregate["error"] == "2 of 2 seeds did not complete (seed 0 diverged, seed 1 diverged)"

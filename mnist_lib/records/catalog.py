@@ -6,8 +6,8 @@
     history("results/runs/reference")              # its metrics.csv as a DataFrame
 
 A run record is a folder holding summary.json with a `status` (runs.py). The
-aggregate summary.json of a multi-seed folder has none, so it is not a run; its
-seeds are. A record whose files cannot be read (bad JSON, an unknown config
+aggregate summary.json of a multi-seed folder (it has `n_seeds`, or
+`seeds_requested` while it runs) is not a run; its seeds are. A record whose files cannot be read (bad JSON, an unknown config
 field, a missing config.json) becomes a row with status "unreadable" and the
 reason in `error`: browsing a folder of results never stops at one bad record.
 """
@@ -23,7 +23,7 @@ import pandas as pd
 from ..core.config import Config
 from ..core.errors import UserError
 from ..core.files import read_json
-from .runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE
+from .runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, read_summary
 
 # summary.json fields shown beside the config, in this order
 SUMMARY_COLUMNS = ("status", "best_val_acc", "final_val_acc", "test_acc", "best_epoch", "epochs_run", "train_seconds", "device", "threads")
@@ -49,13 +49,14 @@ def runs_table(root: str | Path, folders: Sequence[str] = ()) -> pd.DataFrame:
 
 
 def _is_run(summary: Path) -> bool:
-    """A run's summary (status, config beside it) rather than a multi-seed aggregate or a sweep's best.json."""
+    """A run's summary (status, config beside it) rather than a multi-seed aggregate (n_seeds, seeds_requested) or a sweep's best.json."""
     if (summary.parent / CONFIG_FILE).is_file() or (summary.parent / METRICS_FILE).is_file():
         return True
     try:
-        return "status" in read_json(summary, "run summary")
+        data = read_json(summary, "run summary")
     except UserError:
         return True  # unreadable: listed, so the user sees it
+    return not isinstance(data, dict) or ("status" in data and not {"n_seeds", "seeds_requested"} & set(data))
 
 
 def _kind(root: Path, folder: Path) -> str:
@@ -68,9 +69,7 @@ def _kind(root: Path, folder: Path) -> str:
 def _row(root: Path, folder: Path) -> dict:
     row = {"name": str(folder.relative_to(root)), "kind": _kind(root, folder), "has_weights": (folder / MODEL_FILE).is_file(), "error": ""}
     try:
-        summary = read_json(folder / SUMMARY_FILE, "run summary")
-        if not isinstance(summary, dict):
-            raise UserError(f"{folder / SUMMARY_FILE}: expected a JSON object")
+        summary = read_summary(folder)  # types checked: a record is untrusted input too
         config = Config.load(folder / CONFIG_FILE)
     except UserError as e:
         return {**row, "status": "unreadable", "error": str(e)}
