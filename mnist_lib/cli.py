@@ -290,6 +290,10 @@ def cmd_sweep(args) -> None:
     print(f"{len(table)} trials ({len(done)} completed) -> {out}")
     if len(done):
         print(f"best validation accuracy {done['best_val_acc'].max():.4f}; config: {out / 'best_config.json'}")
+    elif len(table):
+        errors = table["error"].dropna().astype(str)
+        first = errors[errors != ""].iloc[0] if (errors != "").any() else "see the logs"
+        raise UserError(f"sweep {spec.name}: none of its {len(table)} trials completed (first error: {first[:200]}); see {out / 'logs'}")
 
 
 COMMANDS = {

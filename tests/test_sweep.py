@@ -264,8 +264,10 @@ def test_a_second_sweep_on_the_same_folder_is_refused_then_overwrite_starts_afre
         proc = run_cli("sweep", str(first), "--overwrite", timeout=60)
         assert proc.returncode == 2 and "another sweep is running" in proc.stderr  # --overwrite does not break a held lock
     second = write_sweep(sweep_env / "ow.yaml", grid={"lr": [2e-3, 4e-3]}, **common)
-    resumed = run_cli("sweep", str(second))  # without --overwrite the old study's trials stay
-    assert resumed.returncode == 0 and sorted(trials(sweep_env, "ow")["lr"]) == [1e-3]
+    resumed = run_cli("sweep", str(second))  # an edited file is not resumed as the old one: refused, the old trials stay
+    assert resumed.returncode == 2 and resumed.stderr.count("\n") == 1, resumed.stderr
+    assert "differs from the file that made the study" in resumed.stderr and "(changed: grid)" in resumed.stderr
+    assert "--overwrite" in resumed.stderr and sorted(trials(sweep_env, "ow")["lr"]) == [1e-3]
     proc = run_cli("sweep", str(second), "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert sorted(trials(sweep_env, "ow")["lr"]) == [2e-3, 4e-3]  # the earlier trial is gone

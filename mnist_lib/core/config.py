@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,21 @@ def check_seed(value: Any, what: str = "seed") -> int:
         shown = str(value) if value.bit_length() < 128 else f"an integer of {value.bit_length()} bits"
         raise UserError(f"{what} must be in [0, 2**32 - 1], got {shown}")
     return value
+
+
+THREADS_PER_CORE = 4  # the most torch threads a run may ask for, per core: more only oversubscribes
+
+
+def max_threads() -> int:
+    """The most CPU threads a run may ask for: THREADS_PER_CORE per core of this machine."""
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
+def check_threads(threads: int, what: str = "threads") -> int:
+    """`threads` if it is an integer in [1, max_threads()], else a UserError: the one rule for thread counts."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= max_threads():
+        raise UserError(f"{what} must be an integer in [1, {max_threads()}] ({THREADS_PER_CORE} per core here), got {threads!r:.40}")
+    return threads
 
 
 def _registered_datasets() -> tuple[str, ...]:

@@ -9,17 +9,15 @@ Used by train.py (one model) and population.py (many models side by side).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 import torch
 
-from ..core.config import Config
+from ..core.config import Config, check_threads
 from ..core.errors import UserError
 from .model import MLP
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")  # what the training code supports; torch knows more (meta, xpu, hpu, ...)
-THREADS_PER_CORE = 4  # the most torch threads set_threads accepts, per core: more only oversubscribes
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -46,18 +44,6 @@ def select_device(name: str = "auto") -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise UserError("device mps requested but it is not available")
     return dev
-
-
-def max_threads() -> int:
-    """The most CPU threads a run may ask for: THREADS_PER_CORE per core of this machine."""
-    return THREADS_PER_CORE * (os.cpu_count() or 1)
-
-
-def check_threads(threads: int, what: str = "threads") -> int:
-    """`threads` if it is an integer in [1, max_threads()], else a UserError: the one rule for thread counts."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= max_threads():
-        raise UserError(f"{what} must be an integer in [1, {max_threads()}] ({THREADS_PER_CORE} per core here), got {threads!r:.40}")
-    return threads
 
 
 def set_threads(threads: int | None) -> int:

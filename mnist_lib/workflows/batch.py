@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.config import Config, check_seed
+from ..core.config import Config, check_seed, check_threads
 from ..core.errors import UserError
 from ..core.files import read_yaml, writable_dir
 from ..core.paths import EXECUTED_NOTEBOOKS_DIR, NOTEBOOK_PARAMS_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from ..records.claim import check_name, check_subpath
-from ..training.setup import check_threads, select_device
+from ..training.setup import select_device
 
 KERNEL = "python3"  # the project environment's own kernel (see use_project_kernel)
 

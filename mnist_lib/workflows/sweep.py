@@ -8,6 +8,12 @@ default, or the database URL in `storage:`). Each worker process runs one trial
 at a time with `threads` torch threads, as a papermill execution of
 02_train.ipynb (the default; the executed notebook is the trial's record) or as
 a library call. The test set is locked in every worker: reading it raises.
+
+Resuming is safe: the study remembers the sweep file that made it (a different
+one is refused), the grid is queued completely before the first trial and the
+queueing resumes where a kill cut it, and a trial stopped by Ctrl-C or SIGTERM
+is queued again, as one killed outright is. Ctrl-C stops every worker (within a
+step of training) and the command exits 130.
 """
 
 from __future__ import annotations
@@ -24,13 +30,18 @@ import signal
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from ..core.errors import UserError
 from ..core.paths import NOTEBOOKS_DIR
 from ..data.idx import TEST_LOCK_ENV
 from ..records.runs import read_summary
 from .sweep_report import write_report
 from .sweep_spec import SweepSpec, decode_choice, refine_space
-from .sweep_store import GRID, REFINE, counts, open_study, quiet_optuna, storage_url, sweep_dir
+from .sweep_store import GRID, REFINE, counts, open_study, quiet_optuna, storage, storage_errors, sweep_dir
+
+STOP_WAIT_S = 60  # after Ctrl-C, how long workers get to close their trials' records before they are killed
+QUEUE_WAIT_S = 60  # how long a coordinator waits for another one, on shared storage, to finish queueing the grid
 
 __all__ = ["GRID", "REFINE", "open_study", "over_budget", "run_sweep", "sweep_dir"]
 
@@ -103,9 +114,15 @@ def _objective(spec: SweepSpec, stage: str, space: dict):
             point = _suggest(trial, spec, stage, space)
             trial.set_user_attr("point", point)
             summary = run_trial(spec, spec.config_for(point), f"{stage}-{trial.number:04d}")
+        except KeyboardInterrupt:
+            _requeue_interrupted(trial.study, trial)
+            raise
         except Exception as e:
             _record_failure(trial, e, time.perf_counter() - start)
             raise
+        if summary.get("status") == "interrupted":  # the library executor's train() caught the Ctrl-C itself
+            _requeue_interrupted(trial.study, trial)
+            raise KeyboardInterrupt
         return _outcome(trial, summary, time.perf_counter() - start)
 
     return objective
@@ -126,6 +143,13 @@ def _record_failure(trial, error: Exception, seconds: float | None = None) -> No
     trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:2000])
     if seconds is not None:
         trial.set_user_attr("seconds", seconds)
+
+
+def _requeue_interrupted(study, trial) -> None:
+    """A trial stopped by Ctrl-C or SIGTERM: it does not count (as a killed one) and its point is queued again."""
+    trial.set_user_attr("status", "interrupted")
+    trial.set_user_attr("killed", True)
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
 
 
 def _outcome(trial, summary: dict, seconds: float) -> float:
@@ -182,26 +206,38 @@ def run_population_batch(spec: SweepSpec, study, stage: str, batch: list) -> Non
 
     out = sweep_dir(spec)
     configs = [config for _, config in batch]
-    for group in group_configs(configs):
-        trials = [batch[i][0] for i in group]
-        start = time.perf_counter()
-        try:
-            runs = train_population_and_record(
-                [configs[i] for i in group],
-                [out / "runs" / f"{stage}-{t.number:04d}" for t in trials],
-                overwrite=True, max_train_samples=spec.max_train_samples or None, threads=spec.threads,
-                device=trial_device(spec), progress=False,
-            )  # fmt: skip
-        except Exception as e:
-            for t in trials:
-                _record_failure(t, e, time.perf_counter() - start)
-                study.tell(t, state=TrialState.FAIL)
-            continue
-        for t, (_, _, summary) in zip(trials, runs, strict=True):
+    told: set[int] = set()
+    try:
+        for group in group_configs(configs):
+            trials = [batch[i][0] for i in group]
+            start = time.perf_counter()
             try:
-                study.tell(t, _outcome(t, summary, time.perf_counter() - start))
-            except RuntimeError:
+                runs = train_population_and_record(
+                    [configs[i] for i in group],
+                    [out / "runs" / f"{stage}-{t.number:04d}" for t in trials],
+                    overwrite=True, max_train_samples=spec.max_train_samples or None, threads=spec.threads,
+                    device=trial_device(spec), progress=False,
+                )  # fmt: skip
+            except Exception as e:
+                for t in trials:
+                    _record_failure(t, e, time.perf_counter() - start)
+                    study.tell(t, state=TrialState.FAIL)
+                    told.add(t.number)
+                continue
+            if any(summary["status"] == "interrupted" for _, _, summary in runs):
+                raise KeyboardInterrupt  # the population caught the Ctrl-C itself
+            for t, (_, _, summary) in zip(trials, runs, strict=True):
+                try:
+                    study.tell(t, _outcome(t, summary, time.perf_counter() - start))
+                except RuntimeError:
+                    study.tell(t, state=TrialState.FAIL)
+                told.add(t.number)
+    except KeyboardInterrupt:  # every trial of the batch not yet told goes back in the queue
+        for t, _ in batch:
+            if t.number not in told:
+                _requeue_interrupted(study, t)
                 study.tell(t, state=TrialState.FAIL)
+        raise
 
 
 def _die_with_parent() -> None:
@@ -252,16 +288,19 @@ def worker(spec: SweepSpec, stage: str, index: int = 0) -> None:
     size = spec.population_size(trial_device(spec))
     study = open_study(spec, stage, index)
     space = study.user_attrs.get("space", {})
-    if size > 1:  # trials side by side: claim a batch, train it as populations, report each
+    try:
+        if size > 1:  # trials side by side: claim a batch, train it as populations, report each
+            while _has_work(spec, study, stage):
+                batch = _ask_batch(spec, study, stage, space, size)
+                if not batch:
+                    break
+                run_population_batch(spec, study, stage, batch)
+            return
+        objective = _objective(spec, stage, space)
         while _has_work(spec, study, stage):
-            batch = _ask_batch(spec, study, stage, space, size)
-            if not batch:
-                break
-            run_population_batch(spec, study, stage, batch)
+            study.optimize(objective, n_trials=1, catch=(Exception,))
+    except KeyboardInterrupt:  # Ctrl-C or the coordinator's SIGINT: the trial was queued again; claim no other
         return
-    objective = _objective(spec, stage, space)
-    while _has_work(spec, study, stage):
-        study.optimize(objective, n_trials=1, catch=(Exception,))
 
 
 def requeue_killed(study) -> int:
@@ -281,18 +320,32 @@ def _run_stage(spec: SweepSpec, stage: str, workers: int) -> None:
     ctx = mp.get_context("spawn")  # fresh interpreters: no torch thread pools or locks inherited
     spec = dataclasses.replace(spec, workers=workers)
     procs = [ctx.Process(target=worker, args=(spec, stage, i), name=f"sweep-{stage}-{i}") for i in range(workers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:  # Ctrl-C reaches the workers too; SIGTERM, or kill -INT, reaches only this process
+        for p in procs:
+            if p.is_alive():
+                with contextlib.suppress(OSError):
+                    os.kill(p.pid, signal.SIGINT)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():  # still not done: its trial stays RUNNING and is re-queued on resume, as a killed one
+                p.kill()
+                p.join()
+        raise
 
 
 def _delete_sweep(spec: SweepSpec, keep) -> None:
-    """Remove both stages' studies and every output except the held lock file."""
+    """Remove both stages' studies, the queueing claim, and every output except the held lock file."""
     optuna = quiet_optuna()
-    for stage in (GRID, REFINE):
-        with contextlib.suppress(KeyError):
-            optuna.delete_study(study_name=f"{spec.name}:{stage}", storage=storage_url(spec))
+    store = storage(spec)
+    for stage in (GRID, REFINE, QUEUE):
+        with contextlib.suppress(KeyError), storage_errors(spec):
+            optuna.delete_study(study_name=f"{spec.name}:{stage}", storage=store)
     for path in sweep_dir(spec).iterdir():
         if path.name != Path(keep.name).name:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -305,8 +358,17 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, recover: bool | None 
     is alive; if none is, trials left RUNNING by a killed run are re-queued. With
     a shared database the coordinator cannot know that, so pass recover=True
     (--recover) only when no worker runs anywhere. `overwrite` deletes the
-    sweep's earlier trials and outputs first, to start afresh.
+    sweep's earlier trials and outputs first, to start afresh. A study made by a
+    different sweep file is refused (`check_same_sweep`); the trials' device is
+    checked before any trial starts. Ctrl-C stops the workers and raises
+    KeyboardInterrupt once their trials are queued again.
     """
+    from ..training.setup import select_device
+
+    try:
+        select_device(trial_device(spec))
+    except UserError as e:
+        raise UserError(f"sweep {spec.name}: trial.device {spec.device}: {e}") from None
     out = sweep_dir(spec)
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or spec.workers
@@ -314,34 +376,126 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, recover: bool | None 
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        lock.close()
         raise UserError(f"another sweep is running on {out}") from None
-    if overwrite:
-        _delete_sweep(spec, keep=lock)
-    if recover is None:
-        recover = not spec.storage
-    grid = open_study(spec, GRID)
-    if not grid.get_trials(deepcopy=False):
-        points = spec.grid_points()
-        if spec.population_size(trial_device(spec)) > 1:  # compatible points side by side in the queue: whole populations
-            from ..training.population import group_configs
-
-            points = [points[i] for group in group_configs([spec.config_for(p) for p in points]) for i in group]
-        for point in points:  # skip_if_exists: a second machine starting at once adds no duplicate
-            grid.enqueue_trial({k: json.dumps(v) for k, v in point.items()}, skip_if_exists=True)
-    if recover:
-        requeue_killed(grid)
-    _run_stage(spec, GRID, workers)
-    if spec.refine_trials:
-        refine = open_study(spec, REFINE)
-        if "space" not in refine.user_attrs:
-            done = sorted((t for t in _finished(grid) if t.value is not None), key=lambda t: -t.value)
-            if not done:
-                raise UserError(f"sweep {spec.name}: no grid trial completed, nothing to refine around")
-            best = [t.user_attrs["point"] for t in done[: spec.refine_top]]
-            refine.set_user_attr("space", refine_space(spec, best))
+    try:
+        if overwrite:
+            _delete_sweep(spec, keep=lock)
+        if recover is None:
+            recover = not spec.storage
+        grid = open_study(spec, GRID)
+        check_same_sweep(spec, grid)
+        queue_grid(spec, grid, recover)
         if recover:
-            requeue_killed(refine)
-        _run_stage(spec, REFINE, workers)
-    write_report(spec)
-    lock.close()
+            requeue_killed(grid)
+        _run_stage(spec, GRID, workers)
+        if spec.refine_trials:
+            refine = open_study(spec, REFINE)
+            if "space" not in refine.user_attrs:
+                done = sorted((t for t in _finished(grid) if t.value is not None), key=lambda t: -t.value)
+                if not done:
+                    raise UserError(f"sweep {spec.name}: no grid trial completed, nothing to refine around")
+                best = [t.user_attrs["point"] for t in done[: spec.refine_top]]
+                refine.set_user_attr("space", refine_space(spec, best))
+            if recover:
+                requeue_killed(refine)
+            _run_stage(spec, REFINE, workers)
+        write_report(spec)
+    finally:
+        lock.close()
     return out
+
+
+# --- the grid's queue: complete before any trial, resumable, linear --------------------------------
+
+QUEUE = "queue"  # an empty study whose creation (atomic in any storage) makes one coordinator the one that queues
+
+
+def _encoded(point: dict) -> dict:
+    """A grid point as the study stores it: each value JSON-encoded (a categorical choice)."""
+    return {k: json.dumps(v) for k, v in point.items()}
+
+
+def _key(encoded: dict) -> str:
+    return json.dumps(encoded, sort_keys=True)
+
+
+def queued_points(study) -> set[str]:
+    """The grid points the study holds (waiting, claimed or done, retries counted once), as _key strings; one read."""
+    return {_key(t.system_attrs.get("fixed_params") or t.params) for t in study.get_trials(deepcopy=False)}
+
+
+def check_same_sweep(spec: SweepSpec, grid) -> None:
+    """A UserError if the study was made by another sweep file (a changed grid, base, refinement or trial setting).
+
+    The study keeps the fingerprint of the file that made it; a study from before
+    fingerprints is accepted only if it holds exactly this file's grid points.
+    """
+    stored = grid.user_attrs.get("fingerprint")
+    if stored == spec.fingerprint():
+        return
+    if stored is None:
+        if not grid.get_trials(deepcopy=False) or queued_points(grid) == {_key(_encoded(p)) for p in spec.iter_grid_points()}:
+            return
+        changed = "its grid"
+    else:
+        was, now = grid.user_attrs.get("defining", {}), json.loads(json.dumps(spec.defining()))
+        changed = ", ".join(sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))) or "its contents"
+    raise UserError(
+        f"sweep {spec.name}: {spec.path or 'this sweep'} differs from the file that made the study in {sweep_dir(spec)} "
+        f"(changed: {changed}); pass --overwrite to start afresh, or give the sweep another name"
+    )
+
+
+def queue_grid(spec: SweepSpec, grid, recover: bool) -> None:
+    """Queue every grid point once, before any trial starts; resume a queueing a kill cut short.
+
+    One coordinator queues: the one that creates the study "<name>:queue" (atomic
+    in every storage). The others wait for its "queued" mark (QUEUE_WAIT_S). A
+    cut-short queueing is completed where no other coordinator can be alive: with
+    the default SQLite store (the lock says so) or with `recover`. Existing points
+    are read once, so queueing is linear in the grid's size, with a progress bar.
+    """
+    if grid.user_attrs.get("queued") is not None:
+        return
+    if grid.user_attrs.get("fingerprint") is None and grid.get_trials(deepcopy=False):
+        return  # a study from before queue marks, holding this file's whole grid (check_same_sweep)
+    optuna = quiet_optuna()
+    try:
+        with storage_errors(spec):
+            optuna.create_study(storage=storage(spec), study_name=f"{spec.name}:{QUEUE}")
+    except optuna.exceptions.DuplicatedStudyError:
+        if not recover:
+            _wait_for_queue(spec, grid)
+            return
+    grid.set_user_attr("fingerprint", spec.fingerprint())
+    grid.set_user_attr("defining", json.loads(json.dumps(spec.defining())))
+    existing = queued_points(grid)
+    points = spec.iter_grid_points()
+    if spec.population_size(trial_device(spec)) > 1:  # compatible points side by side in the queue: whole populations
+        from ..training.population import group_configs
+
+        listed = spec.grid_points()
+        points = (listed[i] for group in group_configs([spec.config_for(p) for p in listed]) for i in group)
+    size = spec.grid_size()
+    with tqdm(total=size, initial=len(existing), desc="queueing grid points", unit="pt", disable=size < 1000) as bar:
+        for point in points:
+            encoded = _encoded(point)
+            if _key(encoded) not in existing:
+                grid.enqueue_trial(encoded, skip_if_exists=False)
+                bar.update()
+    grid.set_user_attr("queued", size)
+
+
+def _wait_for_queue(spec: SweepSpec, grid) -> None:
+    """Another coordinator claimed the queueing: wait for its mark, or say why not."""
+    deadline = time.monotonic() + QUEUE_WAIT_S
+    while time.monotonic() < deadline:
+        if grid.user_attrs.get("queued") is not None:
+            return
+        time.sleep(1)
+        grid = open_study(spec, GRID)  # user attributes are read at load
+    raise UserError(
+        f"sweep {spec.name}: its grid is not fully queued after {QUEUE_WAIT_S} s: another coordinator is still queueing, or one was "
+        "killed while queueing; run again later, or pass --recover if no other coordinator runs"
+    )

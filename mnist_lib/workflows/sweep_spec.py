@@ -19,18 +19,27 @@ A sweep file (field names are Config's):
     workers: 2                  # parallel worker processes (default: one per CPU core)
     storage: ""                 # "": SQLite in results/sweeps/<name>/; or a database URL shared by several machines
     seed: 0                     # sampler seed
+
+A grid may hold at most MAX_GRID_POINTS (1,000,000) points, counted before any is
+built. The study remembers the file that made it (`fingerprint`: every key but
+`workers` and `storage`), so an edited file is refused rather than resumed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.config import Config
+from tqdm.auto import tqdm
+
+from ..core.config import Config, check_seed, check_threads
 from ..core.errors import UserError
 from ..core.files import read_yaml
 
@@ -39,6 +48,8 @@ DEVICES = ("auto", "cpu", "cuda")
 TRIAL_KEYS = {"executor", "max_train_samples", "threads", "device", "population"}
 AUTO_POPULATION_CUDA = 64  # trial.population 0 on CUDA: up to this many trials side by side
 TOP_KEYS = {"name", "base", "grid", "refine", "trial", "workers", "storage", "seed"}
+MAX_GRID_POINTS = 1_000_000  # queueing one takes about 6 ms with SQLite on the 2-core machine: 10**6 is about 100 minutes
+NOT_FINGERPRINTED = ("workers", "storage", "path")  # how many processes and where the study lives do not change what it is
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,23 @@ class SweepSpec:
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of the grid values, in a fixed order."""
+        return list(self.iter_grid_points())
+
+    def iter_grid_points(self):
+        """The grid points one at a time, in grid_points' order (no list of a million dicts)."""
         names = list(self.grid)
-        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.grid[n] for n in names))]
+        return (dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.grid[n] for n in names)))
+
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.grid.values())
+
+    def defining(self) -> dict[str, Any]:
+        """What the sweep is, as JSON-ready values: every field but NOT_FINGERPRINTED."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_FINGERPRINTED}
+
+    def fingerprint(self) -> str:
+        """A hash of `defining()`: equal for two files that define the same sweep (comments, key order and workers aside)."""
+        return hashlib.sha256(json.dumps(self.defining(), sort_keys=True).encode()).hexdigest()[:16]
 
     def population_size(self, device_type: str) -> int:
         """How many trials train side by side on `device_type` ("cpu" or "cuda"): 1 means one at a time."""
@@ -123,6 +149,9 @@ def load_spec(path: str | Path) -> SweepSpec:
         _need(not bad, p, f"unknown field(s) in {section}: {', '.join(bad)}; valid fields: {', '.join(Config.field_names())}")
     for name, values in grid.items():
         _need(isinstance(values, list) and values, p, f"grid.{name} must be a non-empty list of values")
+    size = math.prod(len(v) for v in grid.values())
+    _need(size <= MAX_GRID_POINTS, p, f"the grid has {size:,} points; at most {MAX_GRID_POINTS:,} (split it into several sweeps)")
+    for name, values in grid.items():
         encoded = [_json_value(v) for v in values]
         _need(None not in encoded, p, f"grid.{name} holds a value that is not a number, string, list or mapping: {values!r:.80}")
         _need(len(set(encoded)) == len(values), p, f"grid.{name} repeats a value")
@@ -149,23 +178,53 @@ def load_spec(path: str | Path) -> SweepSpec:
         refine_top=_positive_int(refine.get("top", 3), p, "refine.top"),
         executor=trial.get("executor", "papermill"),
         max_train_samples=_positive_int(trial.get("max_train_samples", 0), p, "trial.max_train_samples", minimum=0),
-        threads=_positive_int(trial.get("threads", 1), p, "trial.threads"),
+        threads=_checked(check_threads, trial.get("threads", 1), p, "trial.threads"),
         device=str(trial.get("device", "auto")),
         population=_positive_int(trial.get("population", 0), p, "trial.population", minimum=0),
         workers=_positive_int(raw.get("workers", os.cpu_count() or 1), p, "workers"),
         storage=str(raw.get("storage") or ""),
-        seed=_positive_int(raw.get("seed", 0), p, "seed", minimum=0),
+        seed=_checked(check_seed, raw.get("seed", 0), p, "seed"),
         path=p,
     )
     _need(spec.executor in EXECUTORS, p, f"trial.executor must be one of {', '.join(EXECUTORS)}, got {spec.executor!r}")
     _need(spec.device in DEVICES, p, f"trial.device must be one of {', '.join(DEVICES)}, got {spec.device!r}")
     _need(spec.name.replace("-", "").replace("_", "").isalnum(), p, f"name may hold letters, digits, - and _ only, got {spec.name!r}")
-    for point in spec.grid_points():  # refuse a bad value before anything runs
+    _need(_storage_ok(spec.storage), p, f"storage {spec.storage!r}: {_storage_problem(spec.storage)}")
+    points = tqdm(spec.iter_grid_points(), total=size, desc="checking grid points", unit="pt", disable=size < 10_000)
+    for point in points:  # refuse a bad value before anything runs
         try:
             spec.config_for(point)
         except UserError as e:
             raise UserError(f"invalid sweep file {p}: grid point {json.dumps(point)}: {e}") from None
     return spec
+
+
+def _checked(check, value: Any, path: str, what: str):
+    """`check(value, what)`'s value, its UserError as this sweep file's."""
+    try:
+        return check(value, what)
+    except UserError as e:
+        raise UserError(f"invalid sweep file {path}: {e}") from None
+
+
+def _storage_problem(url: str) -> str:
+    """Why `url` cannot hold a sweep's study ("" if it can): malformed, or an in-memory database each process would have alone."""
+    if not url:
+        return ""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        return f"not a database URL ({' '.join(str(e).split())[:120]})"
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        return "an in-memory SQLite database lives in one process; the sweep's workers need a file (sqlite:///path.db) or a server"
+    return ""
+
+
+def _storage_ok(url: str) -> bool:
+    return not _storage_problem(url)
 
 
 # --- stage 2: ranges around the best grid points -------------------------------------------------

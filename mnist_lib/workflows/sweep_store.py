@@ -8,6 +8,7 @@ Imports point one way: sweep -> sweep_report -> sweep_store -> sweep_spec.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -17,6 +18,8 @@ from ..core.paths import RESULTS_DIR
 from .sweep_spec import SweepSpec
 
 GRID, REFINE = "grid", "refine"
+STORAGE_TIMEOUT_S = 10  # a database server that accepts connections and never answers is given up on after this
+CONNECT_TIMEOUT_ARG = {"postgresql": "connect_timeout", "mysql": "connect_timeout"}  # each driver's name for it
 
 
 def sweep_dir(spec: SweepSpec) -> Path:
@@ -32,6 +35,31 @@ def quiet_optuna():
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
+
+
+def storage(spec: SweepSpec):
+    """The Optuna storage of the sweep: SQLite in its folder, or spec.storage with a connect timeout (STORAGE_TIMEOUT_S)."""
+    optuna = quiet_optuna()
+    url = storage_url(spec)
+    dialect = url.split(":", 1)[0].split("+", 1)[0]
+    timeout = {CONNECT_TIMEOUT_ARG[dialect]: STORAGE_TIMEOUT_S} if dialect in CONNECT_TIMEOUT_ARG else {"timeout": STORAGE_TIMEOUT_S}
+    with storage_errors(spec):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": timeout})
+
+
+@contextlib.contextmanager
+def storage_errors(spec: SweepSpec):
+    """A storage that cannot be reached, refused us, or has no driver here: one UserError naming it."""
+    try:
+        yield
+    except ImportError as e:
+        raise UserError(
+            f"storage {spec.storage}: no database driver for it ({e.__cause__ or e}); e.g. pip install psycopg2-binary"
+        ) from None
+    except Exception as e:  # sqlalchemy's OperationalError, ArgumentError and friends: malformed, unreachable or refused
+        if type(e).__module__.startswith("sqlalchemy"):
+            raise UserError(f"storage {storage_url(spec)}: {' '.join(str(e).split())[:300]}") from None
+        raise
 
 
 def open_study(spec: SweepSpec, stage: str, worker_index: int = 0):
@@ -51,18 +79,10 @@ def open_study(spec: SweepSpec, stage: str, worker_index: int = 0):
         seed = spec.seed if alone else hash((spec.seed, worker_index, os.getpid(), socket.gethostname())) % 2**31
         startup = min(5, max(1, spec.refine_trials // 3))
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
-    try:
+    with storage_errors(spec):
         return optuna.create_study(
-            storage=storage_url(spec), study_name=f"{spec.name}:{stage}", sampler=sampler, direction="maximize", load_if_exists=True
+            storage=storage(spec), study_name=f"{spec.name}:{stage}", sampler=sampler, direction="maximize", load_if_exists=True
         )
-    except ImportError as e:
-        raise UserError(
-            f"storage {spec.storage}: no database driver for it ({e.__cause__ or e}); e.g. pip install psycopg2-binary"
-        ) from None
-    except Exception as e:  # sqlalchemy's OperationalError and friends: unreachable or refused
-        if type(e).__module__.startswith("sqlalchemy"):
-            raise UserError(f"storage {storage_url(spec)}: {str(e).splitlines()[0]}") from None
-        raise
 
 
 def counts(trial) -> bool:
