@@ -29,9 +29,9 @@ from mnist_lib import MLP, Config
 from mnist_lib.core.errors import UserError
 from mnist_lib.data.idx import load_idx, parse_idx
 from mnist_lib.data.images import load_digit
-from mnist_lib.records.runs import load_model, save_model
-from mnist_lib.workflows.batch import load_run
-from mnist_lib.workflows.sweep_spec import TOP_KEYS, load_spec
+from mnist_lib.records.runs import STATUSES, SUMMARY_TYPES, load_model, read_summary, save_model
+from mnist_lib.workflows.batch import _has_type, load_run, notebook_parameters
+from mnist_lib.workflows.sweep_spec import TOP_KEYS, TRIAL_KEYS, load_spec
 
 MEMORY_CAP = 256 * 2**20  # every input here is under 1 MB; 256 MB more is far beyond what any of them justifies
 
@@ -341,6 +341,16 @@ def sweep_documents(draw):
     )
     doc = {"grid": grid, "base": draw(st.one_of(config_dicts, yaml_values))}
     extra = draw(st.dictionaries(st.one_of(st.sampled_from(sorted(TOP_KEYS)), st.text(max_size=6), st.integers()), yaml_values, max_size=3))
+    # the nested sections with their own keys and values of the wrong type, seeds and storage URLs of every kind
+    sections = {
+        "trial": st.dictionaries(st.sampled_from(sorted(TRIAL_KEYS)), st.one_of(yaml_scalars, st.integers(-2, 10**12)), max_size=3),
+        "refine": st.dictionaries(st.sampled_from(["trials", "top", "x"]), yaml_scalars, max_size=2),
+        "seed": st.one_of(st.integers(-1, 2**70), yaml_scalars),
+        "storage": st.one_of(st.sampled_from(["sqlite:///:memory:", "sqlite://", "nope", "postgresql://u@[::1", ""]), st.text(max_size=12)),
+    }
+    for key, strategy in sections.items():
+        if draw(st.booleans()):
+            extra[key] = draw(strategy)
     return {**doc, **extra}
 
 
@@ -375,18 +385,16 @@ def test_sweep_file_loader(files, text):
 def run_documents(draw):
     notebook = draw(
         st.one_of(
-            st.sampled_from(["02_train.ipynb", "01_explore_data.ipynb", "nope.ipynb", "../README.md", "params/02_train.yaml", ""]),
+            st.sampled_from(["02_train.ipynb", "04_final_evaluation.ipynb", "01_explore_data.ipynb", "nope.ipynb", "../README.md", ""]),
             yaml_scalars,
         )
     )
-    params = draw(
-        st.one_of(
-            st.dictionaries(
-                st.one_of(st.sampled_from(["epochs", "lr", "run_name", "threads", "hidden"]), st.text(max_size=6)), yaml_values, max_size=3
-            ),
-            yaml_values,
-        )
-    )
+    # Config fields and the notebooks' own parameters (names, paths, threads, devices, seeds), with values of every type
+    names = ["epochs", "lr", "hidden", "run_name", "threads", "device", "overwrite", "figures_subdir", "seeds", "output_name"]
+    names += ["config_file", "max_train_samples", "n_samples"]
+    tricky = st.sampled_from(["..", "../../x", "a/b", "", ".hidden", "tpu", "meta", "cpu", "configs/mlp_aug.json", "ok"])
+    values = st.one_of(yaml_values, tricky, st.integers(-5, 2**40), st.lists(st.integers(-1, 2**33), max_size=3))
+    params = draw(st.one_of(st.dictionaries(st.one_of(st.sampled_from(names), st.text(max_size=6)), values, max_size=3), yaml_values))
     doc = {"notebook": notebook, "parameters": params}
     doc.update(draw(st.dictionaries(st.text(max_size=6), yaml_values, max_size=1)))
     return doc
@@ -397,5 +405,116 @@ def run_documents(draw):
 @example(text="notebook: 02_train.ipynb\nparameters: {epochs: 1}\n")
 def test_run_file_loader(files, text):
     run = parse_or_refuse("run-file", files.write(text, ".yaml"), load_run)
-    if run is not None:
+    if run is not None:  # every parameter has the type its notebook declares, and passes its rule
         assert run.notebook.suffix == ".ipynb" and run.notebook.is_file()
+        declared = notebook_parameters(run.notebook)
+        for name, value in run.parameters.items():
+            assert _has_type(value, declared[name]["inferred_type_name"]) or name in Config.field_names(), (name, value)
+            if name in ("run_name", "figures_subdir", "output_name") and value:
+                assert ".." not in value.split("/") and not value.startswith("/"), (name, value)
+
+
+# --- run records (summary.json) ------------------------------------------------------------------
+
+SUMMARY_KEYS = ["status", "best_val_acc", "final_val_acc", "test_acc", "test_loss", "best_epoch", "epochs_run", "weights_epoch",
+                "train_seconds", "params", "split_hash", "threads", "norm_mean", "error"]  # fmt: skip
+
+
+@fuzz_settings()
+@given(
+    text=st.one_of(
+        st.dictionaries(
+            st.sampled_from(SUMMARY_KEYS), st.one_of(json_values(3), st.sampled_from(["completed", "running"])), max_size=6
+        ).map(json.dumps),
+        json_values().map(json.dumps),
+        st.sampled_from(['{"status": "completed", "test_acc": NaN}', '{"status": "completed", "best_val_acc": Infinity}']),
+        st.text(max_size=40),
+    )
+)
+@example(text='{"status": "completed", "test_acc": "high"}')
+def test_run_summary_reader(files, text):
+    """summary.json is read as untrusted input: a summary whose known fields have their types, or one line naming the file."""
+    folder = files.write("", ".d")
+    folder.unlink()
+    folder.mkdir()
+    (folder / "summary.json").write_text(text)
+    summary = parse_or_refuse("summary", folder, read_summary)
+    if summary is not None:
+        assert summary["status"] in STATUSES
+        for key, types in SUMMARY_TYPES.items():
+            if key in summary:
+                assert isinstance(summary[key], types) and not isinstance(summary[key], bool), (key, summary[key])
+                if isinstance(summary[key], float):
+                    f"{summary[key]:.4f}"  # what the CLI prints of it works
+
+
+# --- a config that validates trains, or fails with one line ----------------------------------------
+
+
+def edge_floats(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
+    """Values of a float field at and near the edges of its valid range, and some between."""
+    edges = [v for v in (lo, hi, lo + 1e-300, hi * (1 - 1e-9) if hi else 0.0) if (v > lo or not lo_open) and (v < hi or not hi_open)]
+    return st.one_of(st.sampled_from(edges), st.floats(lo, hi, exclude_min=lo_open, exclude_max=hi_open, allow_nan=False))
+
+
+@st.composite
+def extreme_configs(draw):
+    """Valid Configs at the edges of every range, small enough to train in a fraction of a second."""
+    width = draw(st.integers(1, 8))
+    layers = draw(st.integers(0, 2))
+    fields = {
+        "epochs": 1,
+        "hidden": [width] * layers,
+        "dropout": [draw(edge_floats(0.0, 1.0, hi_open=True)) for _ in range(layers)],
+        "batch_size": draw(st.sampled_from([1, 2, 3, 64, 10**9])),
+        "lr": draw(st.sampled_from([1e-320, 1e-3, 1.0, 1e300])),
+        "weight_decay": draw(st.sampled_from([0.0, 1e-300, 1e300])),
+        "optimizer": draw(st.sampled_from(["adam", "adamw", "sgd"])),
+        "activation": draw(st.sampled_from(["relu", "gelu", "silu", "tanh", "leaky_relu"])),
+        "norm": draw(st.sampled_from(["none", "batch", "layer"])),
+        "lr_schedule": draw(st.sampled_from(["plateau", "cosine", "onecycle"])),
+        "lr_factor": draw(edge_floats(0.0, 1.0, lo_open=True, hi_open=True)),
+        "lr_patience": draw(st.sampled_from([0, 10**18])),
+        "val_size": draw(st.sampled_from([10, 6000, 59990])),
+        "split_seed": draw(st.sampled_from([0, 2**32 - 1])),
+        "seed": draw(st.sampled_from([0, 2**32 - 1])),
+        "label_smoothing": draw(edge_floats(0.0, 1.0, hi_open=True)),
+        "max_norm": draw(st.sampled_from([0.0, 1e-300, 1e300])),
+        "input_dropout": draw(edge_floats(0.0, 1.0, hi_open=True)),
+        "aug_rotate": draw(edge_floats(0.0, 180.0)),
+        "aug_scale": draw(edge_floats(0.0, 1.0, hi_open=True)),
+        "aug_shear": draw(edge_floats(0.0, 90.0, hi_open=True)),
+        "aug_translate": draw(edge_floats(0.0, 14.0)),
+        "aug_elastic_alpha": draw(edge_floats(0.0, 14.0)),
+        "aug_elastic_sigma": draw(edge_floats(0.1, 14.0)),
+        "precision": draw(st.sampled_from(["fp32", "bf16"])),
+    }
+    if fields["optimizer"] == "sgd" and draw(st.booleans()):
+        fields["momentum"] = draw(edge_floats(0.0, 1.0, hi_open=True))
+        fields["nesterov"] = fields["momentum"] > 0 and draw(st.booleans())
+    try:
+        return Config(**fields), draw(st.sampled_from([1, 2, 3, 300]))
+    except UserError:
+        return None, 0  # Config refused it: nothing to train
+
+
+@settings(
+    max_examples=max(10, settings.default.max_examples // 6),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=extreme_configs())
+def test_a_config_that_validates_trains_or_fails_with_one_line(tmp_path_factory, mnist_dir, case):
+    """The rule of issue 19: a value Config accepts trains (completed or diverged), or is refused with one UserError line."""
+    from mnist_lib import train_and_record
+
+    config, n_train = case
+    if config is None:
+        return
+    FUZZ_EXAMPLES["trainable-config"] += 1
+    try:
+        _, result, summary = train_and_record(config, run_dir=tmp_path_factory.mktemp("c") / "r", max_train_samples=n_train, threads=1,
+                                              device="cpu", progress=False)  # fmt: skip
+    except UserError as e:
+        assert "\n" not in str(e), e
+        return
+    assert result.status in ("completed", "diverged") and summary["status"] == result.status

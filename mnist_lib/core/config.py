@@ -27,6 +27,8 @@ N_CLASSES = 10  # MNIST's; a run's own count is its dataset's (datasets.DATASETS
 
 
 MAX_INDEX = 2**31 - 1  # widest layer: two such layers still have fewer than 2**63 weights, torch's element limit
+MAX_STEPS = 10_000_000  # optimizer steps a run may take (epochs x batches per epoch): schedules are tabled per step
+MIN_ELASTIC_SIGMA = 0.1  # pixels; below it the Gaussian is one pixel wide, and far below it underflows float32 into NaN
 MAX_SEED = 2**32 - 1  # numpy's seed range (Optuna's samplers), inside torch.manual_seed's: one range for every seed
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("plateau", "cosine", "onecycle")
@@ -149,6 +151,12 @@ class Config:
         spec = datasets.DATASETS[self.dataset]
         lo, hi = spec.n_classes, spec.n_train - spec.n_classes  # at least one example per class on each side, on average
         need(lo <= self.val_size <= hi, f"val_size must be in [{lo}, {hi}] for {self.dataset}, got {self.val_size}")
+        steps = self.epochs * math.ceil((spec.n_train - self.val_size) / self.batch_size)  # the most a run of this config takes
+        need(
+            steps <= MAX_STEPS,
+            f"epochs x batches per epoch must be at most {MAX_STEPS:,} optimizer steps; {self.epochs} epochs of "
+            f"{math.ceil((spec.n_train - self.val_size) / self.batch_size):,} batches are {steps:,}",
+        )
         for name in ("seed", "split_seed"):
             try:
                 check_seed(getattr(self, name), name)
@@ -162,7 +170,10 @@ class Config:
         need(0 <= self.aug_shear < 90, f"aug_shear must be in [0, 90) degrees, got {self.aug_shear}")
         need(0 <= self.aug_translate <= 14, f"aug_translate must be in [0, 14] pixels, got {self.aug_translate}")
         need(0 <= self.aug_elastic_alpha <= 14, f"aug_elastic_alpha must be in [0, 14] pixels, got {self.aug_elastic_alpha}")
-        need(0 < self.aug_elastic_sigma <= 14, f"aug_elastic_sigma must be in (0, 14] pixels, got {self.aug_elastic_sigma}")
+        need(
+            MIN_ELASTIC_SIGMA <= self.aug_elastic_sigma <= 14,
+            f"aug_elastic_sigma must be in [0.1, 14] pixels, got {self.aug_elastic_sigma}",
+        )
 
     # --- conversion -------------------------------------------------------
     @classmethod

@@ -18,6 +18,7 @@ import os
 
 import torch
 
+from ..core import datasets
 from ..core.config import Config
 from ..core.errors import UserError
 from .evaluate import EVAL_BATCH
@@ -35,7 +36,8 @@ def training_bytes(config: Config) -> tuple[int, int]:
     state = OPTIMIZER_STATE[config.optimizer] if config.optimizer != "sgd" or config.momentum > 0 else 0
     per_param = 4 * (FP32_COPIES + state) + (2 if config.precision == "bf16" else 0)
     widest = max(config.hidden, default=0)
-    activations = 4 * widest * (ACTIVATION_COPIES * config.batch_size + EVAL_BATCH)
+    batch = min(config.batch_size, datasets.DATASETS[config.dataset].n_train - config.val_size)  # no batch exceeds the training split
+    activations = 4 * widest * (ACTIVATION_COPIES * batch + EVAL_BATCH)
     return params, params * per_param + activations
 
 

@@ -46,7 +46,7 @@ from .augment import Augment
 from .engine import DTYPES
 from .graphs import GraphedEpochs
 from .model import ACTIVATIONS, MLP
-from .setup import TrainResult, examples_per_epoch, make_scheduler, resolve_graph, select_device, set_threads
+from .setup import TrainResult, check_trainable, examples_per_epoch, make_scheduler, resolve_graph, select_device, set_threads
 
 # Config fields every member of one population must share; the rest may differ per member
 SHARED_FIELDS = (
@@ -428,6 +428,7 @@ def train_population(
     """
     check_compatible(configs)
     first = configs[0]
+    check_trainable(first, len(data.y_train))
     dev = device if isinstance(device, torch.device) else select_device(device)
     n_threads = set_threads(threads)
     data = data.to(dev)

@@ -31,7 +31,16 @@ from .engine import TrainStep
 from .evaluate import evaluate
 from .model import MLP
 from .population import train_population
-from .setup import TrainResult, examples_per_epoch, make_optimizer, make_scheduler, resolve_graph, select_device, set_threads
+from .setup import (
+    TrainResult,
+    check_trainable,
+    examples_per_epoch,
+    make_optimizer,
+    make_scheduler,
+    resolve_graph,
+    select_device,
+    set_threads,
+)
 
 ENGINES = ("auto", "autograd", "manual")
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -83,6 +92,7 @@ def train(
     torch.manual_seed(config.seed)  # weight init and dropout masks
     shuffle_gen = torch.Generator(device=dev).manual_seed(config.seed)
 
+    check_trainable(config, len(data.y_train))
     data = data.to(dev)
     model = MLP.from_config(config).to(dev)
     step, plateau = build_step(model, config, data, dev, engine)

@@ -31,7 +31,7 @@ from ..training.evaluate import Report, classification_report
 from ..training.memory import check_fits, human, is_out_of_memory, training_bytes
 from ..training.model import count_params
 from ..training.population import check_compatible, train_population
-from ..training.setup import resolve_graph
+from ..training.setup import check_trainable, resolve_graph
 from ..training.train import TrainResult, select_device, set_threads, train
 
 POPULATION_CHOICES = ("auto", "on", "off")  # multi_seed's population option
@@ -124,7 +124,9 @@ def _prepare(
     resolve_graph(graph, dev)
     n_threads = set_threads(threads)
     check_fits(config, dev, models=models)
-    return dev, n_threads, prepare_data(config, data_dir, max_train_samples)
+    data = prepare_data(config, data_dir, max_train_samples)
+    check_trainable(config, len(data.y_train))
+    return dev, n_threads, data
 
 
 def _start_record(claim: Claim, config: Config, data, dev, n_threads: int, max_train_samples: int | None, **extra) -> RunRecorder:
