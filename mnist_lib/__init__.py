@@ -11,7 +11,7 @@ Layers, each importing only those above it in this list:
     training/   model (MLP), augment, engine (the autograd step), backprop (its hand-written ReLU
                 fast path), setup, population (many models side by side), graphs (CUDA-graph
                 replay), train (the loop), evaluate (metrics), memory (will it fit?)
-    records/    runs (run records), compare (multi-seed results side by side), plots (figures)
+    records/    claim (run folders), runs (run records), compare (multi-seed results side by side), plots (figures)
     workflows/  experiment (a run end to end, over seeds), batch (notebooks via papermill), sweep*
     cli.py      python -m mnist_lib
 """

@@ -1,4 +1,4 @@
-"""Run records: writing and loading them (runs), comparing configs over seeds (compare), every figure (plots), all runs as one table (catalog).
+"""Run records: claiming their folders (claim), writing and loading them (runs), comparing configs over seeds (compare), every figure (plots), all runs as one table (catalog).
 
 Imports core, data and training.
 """
