@@ -87,6 +87,8 @@ def test_a_record_is_recognised_by_its_files(tmp_path):
     make_record(seeds / "seed_0")
     write_json(seeds / "summary.json", {"n_seeds": 1, "config": {}})
     assert is_record(seeds) == (True, "")
+    make_record(seeds / ".seed_1.replaced-99")  # a seed record a killed process had moved aside: still ours
+    assert is_record(seeds) == (True, "")
     (seeds / "seed_0" / "notes.md").write_text("mine")
     ok, why = is_record(seeds)
     assert not ok and why.startswith("seed_0/: it holds notes.md")
@@ -163,3 +165,17 @@ def test_an_output_folder_must_be_a_writable_folder(tmp_path):
     with pytest.raises(UserError, match="a part of the path is a file"):
         writable_dir(tmp_path / "file" / "sub", "figures folder")
     assert writable_dir(tmp_path / "new" / "deep").is_dir() and list((tmp_path / "new" / "deep").iterdir()) == []
+
+
+def test_a_running_record_whose_writer_died_is_shown_killed(tmp_path):
+    from mnist_lib.records.catalog import runs_table
+    from mnist_lib.records.claim import writer_alive
+
+    run = tmp_path / "results" / "r"
+    rec = RunRecorder(claim_run_dir(run), TINY, {"split_hash": "x"})
+    assert writer_alive(run) and runs_table(tmp_path / "results").loc["r", "status"] == "running"
+    os.close(rec.claim._lock_fd)  # what the kernel does when the writer is SIGKILLed: the lock goes, the file stays
+    assert (run / ".lock").exists() and not writer_alive(run)
+    row = runs_table(tmp_path / "results").loc["r"]
+    assert row["status"] == "killed" and "writer was killed" in row["error"]
+    assert json.loads((run / "summary.json").read_text())["status"] == "running"  # reading never rewrites a record

@@ -9,7 +9,9 @@ A run record is a folder holding summary.json with a `status` (runs.py). The
 aggregate summary.json of a multi-seed folder (it has `n_seeds`, or
 `seeds_requested` while it runs) is not a run; its seeds are. A record whose files cannot be read (bad JSON, an unknown config
 field, a missing config.json) becomes a row with status "unreadable" and the
-reason in `error`: browsing a folder of results never stops at one bad record.
+reason in `error`: browsing a folder of results never stops at one bad record. A
+record that says "running" while no process holds its lock (its writer was
+killed: SIGKILL, the OOM killer) is shown as "killed".
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 from ..core.config import Config
 from ..core.errors import UserError
 from ..core.files import read_json
+from .claim import writer_alive
 from .runs import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, read_summary
 
 # summary.json fields shown beside the config, in this order
@@ -76,6 +79,8 @@ def _row(root: Path, folder: Path) -> dict:
     row.update(dataclasses.asdict(config))
     row["hidden"], row["dropout"] = str(list(config.hidden)), str(list(config.dropout))  # hashable, filterable
     row.update({k: summary.get(k) for k in SUMMARY_COLUMNS})
+    if row["status"] == "running" and not writer_alive(folder):  # SIGKILL, the OOM killer, a power cut: nobody will close it
+        row.update(status="killed", error="the record says running, but no process writes it: its writer was killed")
     row["date"] = str(summary.get("started_at", ""))[:10]
     return row
 

@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from ..core.errors import UserError
@@ -63,6 +64,7 @@ RECORD_FILES = frozenset(
 )
 SEED_FOLDER = re.compile(r"seed_\d+")
 TEMP_FILE = re.compile(r"\..+\.tmp")  # core.files.atomic_write's temporaries, left by a killed writer
+OWN_FOLDER = re.compile(r"\.seed_\d+\.(replaced-\d+|new-\w+)")  # a seed record moved aside, or a new one, left by a killed writer
 SUMMARY_KEYS = ({"status", "split_hash"}, {"status", "seeds_requested"}, {"n_seeds", "config"})  # a run's, a multi-seed folder's
 
 
@@ -121,7 +123,7 @@ def is_record(folder: Path) -> tuple[bool, str]:
             continue
         if TEMP_FILE.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
             continue
-        if SEED_FOLDER.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+        if (SEED_FOLDER.fullmatch(entry.name) or OWN_FOLDER.fullmatch(entry.name)) and entry.is_dir() and not entry.is_symlink():
             ok, why = is_record(entry)
             if ok:
                 continue
@@ -179,14 +181,6 @@ class Claim:
         _close(self._old_lock_fd)
         self._old_lock_fd = None
 
-    def __enter__(self) -> Claim:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if exc[0] is not None:
-            self.abort()
-        self.release()
-
 
 def _unlink_lock(folder: Path, fd: int | None) -> None:
     """Remove folder/.lock if it is the file `fd` holds (not one another writer made since)."""
@@ -201,11 +195,11 @@ def _close(fd: int | None) -> None:
             os.close(fd)
 
 
-def lock_folder(folder: Path, create: bool = True) -> int:
+def lock_folder(folder: Path) -> int:
     """An exclusive lock on folder/.lock (its fd), or a UserError if another process holds it or the folder is not writable."""
     path = folder / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0) | os.O_CLOEXEC, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as e:
         raise UserError(describe_os_error(e, folder, "cannot lock the run directory")) from None
     try:
@@ -232,8 +226,6 @@ def claim_run_dir(
     A fresh folder appears under its name already locked: it is made under a
     hidden temporary name beside the target and renamed into place.
     """
-    import time
-
     path = run_dir_for(run_dir, name, default_name or time.strftime("%Y%m%d-%H%M%S"))
     try:
         with contextlib.suppress(FileNotFoundError):  # a missing parent is made below
@@ -293,6 +285,21 @@ def _locked_temp_dir(path: Path) -> tuple[Path, int]:
     except BaseException:
         shutil.rmtree(new_dir, ignore_errors=True)
         raise
+
+
+def writer_alive(folder: str | Path) -> bool:
+    """Whether a process holds the folder's lock now: a record that says "running" without one was left by a writer that was killed."""
+    try:
+        fd = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: released (or never taken)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def lock_run_dir(folder: str | Path) -> Claim:

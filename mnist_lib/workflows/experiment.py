@@ -25,7 +25,7 @@ from ..core.files import atomic_write, writable_dir, write_json
 from ..data.idx import read_split
 from ..data.splits import load_test, prepare_data
 from ..records import plots
-from ..records.claim import Claim, claim_run_dir, lock_run_dir
+from ..records.claim import Claim, claim_run_dir, lock_run_dir, writer_alive
 from ..records.runs import RunRecorder, environment, load_model, read_summary, update_summary
 from ..training.evaluate import Report, classification_report
 from ..training.memory import check_fits, human, is_out_of_memory, training_bytes
@@ -204,6 +204,8 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
+    if summary.get("status") == "running" and not writer_alive(run_dir):
+        raise UserError(f"run {run_dir} says 'running' but no process writes it (its writer was killed); only completed runs are evaluated")
     if summary.get("status") != "completed":
         raise UserError(f"run {run_dir} has status {summary.get('status')!r}; only completed runs are evaluated")
     if summary.get("test_acc") is not None and not overwrite:
