@@ -191,3 +191,14 @@ def test_ctrl_c_stops_the_workers_requeues_the_trial_and_a_resume_runs_each_poin
     assert resumed.returncode == 0, resumed.stderr
     t = pd.read_csv(env / "results" / "sweeps" / "i" / "trials.csv")
     assert sorted(t["lr"]) == [1e-3, 2e-3, 3e-3] and (t["status"] == "completed").all()  # each point once, the interrupted one too
+
+
+def test_overwrite_deletes_only_what_the_sweep_wrote(env):
+    spec = spec_at(env, name="o")
+    out = env / "results" / "sweeps" / "o"
+    (out / "figures").mkdir(parents=True)
+    (out / "trials.csv").write_text("old")
+    (out / "my_notes.md").write_text("mine")
+    with pytest.raises(UserError, match=r"refusing to overwrite sweep folder .*o: it holds my_notes.md, which the sweep did not write"):
+        sweep.run_sweep(spec, workers=1, overwrite=True)
+    assert (out / "my_notes.md").read_text() == "mine" and (out / "trials.csv").read_text() == "old"

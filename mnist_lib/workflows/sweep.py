@@ -339,8 +339,23 @@ def _run_stage(spec: SweepSpec, stage: str, workers: int) -> None:
         raise
 
 
+# what a sweep writes in its folder (sweep_report, the workers, SQLite's own files); --overwrite deletes these and nothing else
+SWEEP_OUTPUTS = frozenset(
+    {"study.db", "study.db-journal", "study.db-wal", "study.db-shm", "trials.csv", "best.json", "best_config.json", "figures", "runs",
+     "notebooks", "logs", ".lock"}
+)  # fmt: skip
+
+
 def _delete_sweep(spec: SweepSpec, keep) -> None:
-    """Remove both stages' studies, the queueing claim, and every output except the held lock file."""
+    """Remove both stages' studies, the queueing claim, and the sweep's outputs; refused, untouched, if the folder holds anything else."""
+    from ..records.claim import TEMP_FILE
+
+    foreign = sorted(p.name for p in sweep_dir(spec).iterdir() if p.name not in SWEEP_OUTPUTS and not TEMP_FILE.fullmatch(p.name))
+    if foreign:
+        raise UserError(
+            f"refusing to overwrite sweep folder {sweep_dir(spec)}: it holds {', '.join(foreign[:3])}, which the sweep did not write; "
+            "nothing was touched"
+        )
     optuna = quiet_optuna()
     store = storage(spec)
     for stage in (GRID, REFINE, QUEUE):
