@@ -70,8 +70,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="results/mutation", help="folder for summary.json and survivors.md")
     p.add_argument("--source-commit", help="the git revision mutants/ was generated from, recorded in summary.json")
+    p.add_argument(
+        "--modules", nargs="+", metavar="M", help="only these modules (a run restricted to them: mutmut run 'mnist_lib.records.claim*' ...)"
+    )
     args = p.parse_args()
     by_name = statuses()
+    if args.modules:
+        by_name = {n: s for n, s in by_name.items() if n.rsplit(".", 1)[0].rsplit(".", 1)[-1] in args.modules}
     if not by_name:
         sys.exit("no mutmut results: run `make mutate` (mutmut run) first")
     summary = summarize(by_name, args.source_commit)

@@ -181,6 +181,15 @@ class Claim:
         _close(self._old_lock_fd)
         self._old_lock_fd = None
 
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Released however the block ends; one that fails before `started` also aborts (the old record comes back)."""
+        if exc[0] is not None:
+            self.abort()
+        self.release()
+
 
 def _unlink_lock(folder: Path, fd: int | None) -> None:
     """Remove folder/.lock if it is the file `fd` holds (not one another writer made since)."""
