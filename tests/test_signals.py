@@ -10,11 +10,13 @@
   reason; during `evaluate` it leaves the summary as it was.
 - A read-only run folder (permissions; as root, with the capabilities that bypass
   them dropped from the child) is one line for `evaluate` and `train`.
+
+Every process starts at once (the module fixture); each test then drives and
+checks its own, so the suite waits for torch's start-up once, not eight times.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import os
@@ -27,13 +29,15 @@ import time
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 from conftest import skip_or_fail
 
 from mnist_lib import Config, train_and_record
 
-QUICK = [
+# long enough that nothing ends before its test signals it: 5,000 epochs of 8 batches
+LONG = [
     "--epochs",
-    "400",
+    "5000",
     "--hidden",
     "32",
     "--dropout",
@@ -46,21 +50,22 @@ QUICK = [
     "cpu",
     "--quiet",
 ]
+SHORT = ["--epochs", "1", "--hidden", "64", "--dropout", "0", "--max-train-samples", "500", "--threads", "1", "--device", "cpu", "--quiet"]
 
 
-def cli(*argv, preexec=None, env=None) -> subprocess.Popen:
+def cli(*argv, preexec=None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "mnist_lib", *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=preexec, env={**os.environ, **(env or {})},
+        preexec_fn=preexec,
     )  # fmt: skip
 
 
-def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+def finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 
 
-def wait_for_epochs(metrics: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for_epochs(metrics: Path, n: int, proc: subprocess.Popen, timeout: float = 180) -> None:
     """Poll until `metrics` holds n epoch rows (the process is then inside its training loop)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -81,42 +86,6 @@ def one_line(err: str, phrase: str) -> None:
     assert err.count("\n") == 1 and err.startswith("mnist-lib: ") and "Traceback" not in err and phrase in err, err
 
 
-def test_sigterm_is_ctrl_c_and_a_second_writer_is_refused(tmp_path, mnist_dir):
-    run = tmp_path / "run"
-    writer = cli("train", "--run-dir", run, *QUICK)
-    wait_for_epochs(run / "metrics.csv", 2, writer)
-    code, _, err = finish(cli("train", "--run-dir", run, "--overwrite", *QUICK[:2], "--hidden", "64", *QUICK[4:]))
-    assert code == 2
-    one_line(err, "is being written by another process")
-    writer.send_signal(signal.SIGTERM)
-    code, out, err = finish(writer)
-    assert code == 143, err
-    one_line(err, "terminated (SIGTERM)")
-    s = summary(run)
-    assert s["status"] == "interrupted" and s["weights_epoch"] == s["best_epoch"] >= 1 and "interrupted" in out
-    import safetensors.torch
-
-    assert json.loads((run / "config.json").read_text())["hidden"] == [32]  # one writer's record, not a mix
-    assert list(safetensors.torch.load_file(str(run / "model.safetensors"))["net.0.weight"].shape) == [32, 784]
-    kept = sorted(p.name for p in run.iterdir() if p.suffix != ".png")
-    assert kept == ["config.json", "metrics.csv", "model.safetensors", "summary.json"]  # and no lock left
-
-
-@pytest.mark.parametrize("population", ["off", "on"])
-def test_ctrl_c_stops_every_seed_and_exits_130(tmp_path, mnist_dir, population):
-    out_dir = tmp_path / "seeds"
-    proc = cli("train", "--seeds", "0", "1", "2", "--population", population, "--run-dir", out_dir, *QUICK)
-    wait_for_epochs(out_dir / "seed_0" / "metrics.csv", 1, proc)
-    proc.send_signal(signal.SIGINT)
-    code, _, err = finish(proc)
-    assert code == 130, err
-    one_line(err, "interrupted")
-    statuses = {p.name: summary(p)["status"] for p in out_dir.glob("seed_*")}
-    # one after another, the seeds after the interrupted one never start; side by side, all three stop together
-    assert statuses == ({"seed_0": "interrupted"} if population == "off" else dict.fromkeys(("seed_0", "seed_1", "seed_2"), "interrupted"))
-    assert summary(out_dir)["status"] == "interrupted" and summary(out_dir)["n_seeds"] == 0
-
-
 def no_bigger_than(n_bytes: int):
     """preexec_fn: files this process writes stop at n_bytes, and a write past it fails (EFBIG) instead of killing it."""
 
@@ -125,47 +94,6 @@ def no_bigger_than(n_bytes: int):
         resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, n_bytes))
 
     return limit
-
-
-def test_a_full_disk_while_the_model_is_saved_marks_the_run_failed(tmp_path, mnist_dir):
-    run = tmp_path / "run"
-    args = [
-        "--epochs",
-        "1",
-        "--hidden",
-        "64",
-        "--dropout",
-        "0",
-        "--max-train-samples",
-        "500",
-        "--threads",
-        "1",
-        "--device",
-        "cpu",
-        "--quiet",
-    ]
-    code, _, err = finish(cli("train", "--run-dir", run, *args, preexec=no_bigger_than(100_000)))  # the model file is 200 kB
-    assert code == 2
-    one_line(err, "model.safetensors: file too large")
-    s = summary(run)
-    assert s["status"] == "failed" and "model.safetensors" in s["error"] and "file too large" in s["error"]
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.csv", "summary.json"]  # no model, no temporary
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, mnist_dir):
-    run, _, _ = train_and_record(Config(epochs=1, hidden=(16,), dropout=(0.0,)), run_dir=tmp_path_factory.mktemp("sig") / "run",
-                                 max_train_samples=500, threads=2, device="cpu", progress=False)  # fmt: skip
-    return run
-
-
-def test_a_full_disk_during_evaluate_leaves_the_summary_as_it_was(trained, tmp_path):
-    run = shutil.copytree(trained, tmp_path / "run")
-    before = (run / "summary.json").read_bytes()
-    code, _, err = finish(cli("evaluate", run, preexec=no_bigger_than(20_000)))
-    assert code == 2
-    one_line(err, "file too large")
-    assert (run / "summary.json").read_bytes() == before and not list(run.glob(".*"))
 
 
 def without_permission_bypass():
@@ -182,34 +110,106 @@ def without_permission_bypass():
     return drop
 
 
-@contextlib.contextmanager
-def read_only(*folders: Path):
-    for f in folders:
-        f.chmod(0o555)
+@pytest.fixture(scope="module")
+def started(tmp_path_factory, mnist_dir):
+    """(folder, {case: process}): every case's process, started at once; the read-only ones already finished."""
+    base = tmp_path_factory.mktemp("signals")
+    trained, _, _ = train_and_record(Config(epochs=1, hidden=(16,), dropout=(0.0,)), run_dir=base / "trained", max_train_samples=500,
+                                     threads=2, device="cpu", progress=False)  # fmt: skip
+    shutil.copytree(trained, base / "evaluate-full")
+    shutil.copytree(trained, base / "ro" / "run")
+    procs = {
+        "writer": cli("train", "--run-dir", base / "run", *LONG),
+        "seeds-off": cli("train", "--seeds", "0", "1", "2", "--population", "off", "--run-dir", base / "seeds-off", *LONG),
+        "seeds-on": cli("train", "--seeds", "0", "1", "2", "--population", "on", "--run-dir", base / "seeds-on", *LONG),
+        "full-disk": cli("train", "--run-dir", base / "full-disk", *SHORT, preexec=no_bigger_than(100_000)),  # the model is 200 kB
+        "evaluate-full": cli("evaluate", base / "evaluate-full", preexec=no_bigger_than(20_000)),
+    }
+    ro = base / "ro"
+    (ro / "run").chmod(0o555)
+    ro.chmod(0o555)
     try:
-        yield
-    finally:
-        for f in folders:
-            f.chmod(0o755)
-
-
-def test_read_only_folders_are_one_line_and_the_record_stays_true(trained, tmp_path, mnist_dir):
-    base = tmp_path / "ro"
-    run = shutil.copytree(trained, base / "run")
-    before = (run / "summary.json").read_bytes()
-    with read_only(run, base):
-        procs = {
-            "evaluate": cli("evaluate", run, preexec=without_permission_bypass()),
-            "train": cli("train", "--run-dir", base / "new", *QUICK, preexec=without_permission_bypass()),
-            "figures": cli(
-                "train", "--run-dir", tmp_path / "run", "--figures-dir", base / "figs", *QUICK, preexec=without_permission_bypass()
+        read_only = {
+            "ro-evaluate": cli("evaluate", ro / "run", preexec=without_permission_bypass()),
+            "ro-train": cli("train", "--run-dir", ro / "new", *SHORT, preexec=without_permission_bypass()),
+            "ro-figures": cli(
+                "train", "--run-dir", base / "ro-run", "--figures-dir", ro / "figs", *SHORT, preexec=without_permission_bypass()
             ),
         }
-        results = {name: finish(p) for name, p in procs.items()}
+        results = {name: finish(p) for name, p in read_only.items()}
+    finally:
+        ro.chmod(0o755)
+        (ro / "run").chmod(0o755)
+    yield base, procs, results
+    for p in procs.values():
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_sigterm_is_ctrl_c_and_a_second_writer_is_refused(started):
+    base, procs, _ = started
+    run, writer = base / "run", procs["writer"]
+    wait_for_epochs(run / "metrics.csv", 2, writer)
+    code, _, err = finish(cli("train", "--run-dir", run, "--overwrite", *LONG[:2], "--hidden", "64", *LONG[4:]))
+    assert code == 2
+    one_line(err, "is being written by another process")
+    writer.send_signal(signal.SIGTERM)
+    code, out, err = finish(writer)
+    assert code == 143, err
+    one_line(err, "terminated (SIGTERM)")
+    s = summary(run)
+    assert s["status"] == "interrupted" and s["weights_epoch"] == s["best_epoch"] >= 1 and "interrupted" in out
+    assert json.loads((run / "config.json").read_text())["hidden"] == [32]  # one writer's record, not a mix
+    assert list(safetensors.torch.load_file(str(run / "model.safetensors"))["net.0.weight"].shape) == [32, 784]
+    kept = sorted(p.name for p in run.iterdir() if p.suffix != ".png")
+    assert kept == ["config.json", "metrics.csv", "model.safetensors", "summary.json"]  # and no lock left
+
+
+@pytest.mark.parametrize("population", ["off", "on"])
+def test_ctrl_c_stops_every_seed_and_exits_130(started, population):
+    base, procs, _ = started
+    out_dir, proc = base / f"seeds-{population}", procs[f"seeds-{population}"]
+    wait_for_epochs(out_dir / "seed_0" / "metrics.csv", 1, proc)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc)
+    assert code == 130, err
+    one_line(err, "interrupted")
+    statuses = {p.name: summary(p)["status"] for p in out_dir.glob("seed_*")}
+    # one after another, the seeds after the interrupted one never start; side by side, all three stop together
+    assert statuses == ({"seed_0": "interrupted"} if population == "off" else dict.fromkeys(("seed_0", "seed_1", "seed_2"), "interrupted"))
+    assert summary(out_dir)["status"] == "interrupted" and summary(out_dir)["n_seeds"] == 0
+
+
+def test_a_full_disk_while_the_model_is_saved_marks_the_run_failed(started):
+    base, procs, _ = started
+    code, _, err = finish(procs["full-disk"])
+    assert code == 2
+    one_line(err, "model.safetensors: file too large")
+    run = base / "full-disk"
+    s = summary(run)
+    assert s["status"] == "failed" and "model.safetensors" in s["error"] and "file too large" in s["error"]
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.csv", "summary.json"]  # no model, no temporary
+
+
+def test_a_full_disk_during_evaluate_leaves_the_summary_as_it_was(started):
+    base, procs, _ = started
+    code, _, err = finish(procs["evaluate-full"])
+    assert code == 2
+    one_line(err, "file too large")
+    run = base / "evaluate-full"
+    assert (run / "summary.json").read_bytes() == (base / "trained" / "summary.json").read_bytes() and not list(run.glob(".*"))
+
+
+def test_read_only_folders_are_one_line_and_the_record_stays_true(started):
+    base, _, results = started
     for name, (code, _, err) in results.items():
         if "prctl" in err:
             skip_or_fail(f"cannot drop root's permission bypass here: {err.strip()[-80:]}")
         assert code == 2, (name, err)
         one_line(err, "permission denied")
-    assert "cannot lock the run directory" in results["evaluate"][2] and "cannot write to the figures folder" in results["figures"][2]
-    assert (run / "summary.json").read_bytes() == before and not (base / "new").exists() and not (tmp_path / "run").exists()
+    assert "cannot lock the run directory" in results["ro-evaluate"][2]
+    assert "cannot write to the figures folder" in results["ro-figures"][2]
+    run = base / "ro" / "run"
+    assert (run / "summary.json").read_bytes() == (base / "trained" / "summary.json").read_bytes()
+    assert not (base / "ro" / "new").exists() and not (base / "ro-run").exists()
