@@ -179,3 +179,115 @@ def test_a_running_record_whose_writer_died_is_shown_killed(tmp_path):
     row = runs_table(tmp_path / "results").loc["r"]
     assert row["status"] == "killed" and "writer was killed" in row["error"]
     assert json.loads((run / "summary.json").read_text())["status"] == "running"  # reading never rewrites a record
+
+
+# --- the exact answers (what mutation testing found unchecked) ------------------------------------
+
+
+def test_name_and_path_messages_are_exact():
+    from mnist_lib.records.claim import MAX_NAME, check_subpath
+
+    for name, message in [
+        ("", "run name must be a non-empty name, got ''"),
+        (".", "run name '.' is a path, not a name: no '/', '\\', '.' or '..'"),
+        ("a\x7fb", "run name 'a\\x7fb' holds a control character"),
+        ("x" * (MAX_NAME + 1), f"run name is {MAX_NAME + 1} characters long; at most {MAX_NAME}"),
+    ]:
+        with pytest.raises(UserError) as e:
+            check_name(name)
+        assert str(e.value) == message
+    assert check_name("x" * MAX_NAME) and check_name("a\x80b")  # 200 characters and a non-ASCII one are fine
+    for path, message in [
+        ("", "output_name must be a non-empty relative path, got ''"),
+        (None, "output_name must be a non-empty relative path, got None"),
+        ("/etc", "output_name '/etc' must be relative (a folder under its root), not absolute"),
+        ("\\etc", "output_name '\\\\etc' must be relative (a folder under its root), not absolute"),
+        ("a/../b", "output_name 'a/../b': output_name '..' is a path, not a name: no '/', '\\', '.' or '..'"),
+    ]:
+        with pytest.raises(UserError) as e:
+            check_subpath(path, "output_name")
+        assert str(e.value) == message
+    assert check_subpath("configs/mlp_aug", "output_name") == "configs/mlp_aug"
+
+
+def test_what_is_not_a_record_and_why(tmp_path):
+    assert is_record(write(tmp_path / "f.txt")) == (False, f"{tmp_path / 'f.txt'}: a part of the path is a file, not a folder")
+    run = make_record(tmp_path / "run")
+    (run / ".summary.json.ab12.tmp").symlink_to(tmp_path / "f.txt")  # a temporary's name, but a link: not ours
+    assert not is_record(run)[0]
+    (run / ".summary.json.ab12.tmp").unlink()
+    (run / ".summary.json.ab12.tmp").write_text("half")  # a real temporary a killed writer left: ours
+    write(run / "zzz.txt")
+    assert is_record(run) == (False, "it holds zzz.txt, which this library did not write")  # seen past the temporary
+    (run / "zzz.txt").unlink()
+    (run / "data").mkdir()
+    write(run / "data" / "config.json")  # a folder of record-like files that is not seed_<n>
+    assert is_record(run) == (False, "it holds data, which this library did not write")
+    for name in ("b", "c", "d"):
+        write(run / name)
+    assert is_record(run) == (False, "it holds b, c, d ..., which this library did not write")
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    make_record(seeds / "seed_0")
+    write(seeds / "zzz.txt")
+    assert is_record(seeds) == (False, "it holds zzz.txt, which this library did not write")  # seen past the seed folder
+    (seeds / "zzz.txt").unlink()
+    (seeds / "summary.json").write_text("[1]")
+    assert is_record(seeds) == (False, f"summary {seeds / 'summary.json'}: expected a JSON object, got list")
+
+
+def write(path, text="x"):
+    path.write_text(text)
+    return path
+
+
+def test_a_claim_as_a_context_aborts_only_on_error_and_an_update_lock_never_deletes(tmp_path):
+    with claim_run_dir(tmp_path / "kept") as claim:
+        RunRecorder(claim, TINY, {})
+    assert (tmp_path / "kept" / "summary.json").is_file() and not (tmp_path / "kept" / ".lock").exists()
+    with pytest.raises(RuntimeError), claim_run_dir(tmp_path / "failed"):
+        raise RuntimeError("before the first files")
+    assert not (tmp_path / "failed").exists()  # nothing was started: the new folder is gone
+    run = make_record(tmp_path / "run")
+    before = tree(run)
+    with pytest.raises(RuntimeError), lock_run_dir(run) as claim:
+        assert claim.path == run and (run / ".lock").exists()
+        raise RuntimeError("evaluate failed")
+    assert tree(run) == before  # an update that fails leaves the record as it was, lock file gone
+
+
+def test_os_errors_are_described_in_one_line():
+    import errno
+
+    from mnist_lib.core.files import describe_os_error
+
+    assert describe_os_error(OSError(errno.ENOSPC, "No space left", "/x/m.bin"), "/x", "cannot write") == (
+        "cannot write /x/m.bin: no space left on the device"
+    )
+    assert describe_os_error(OSError(errno.EROFS, "Read-only"), "/x") == "/x: read-only file system"
+    assert describe_os_error(OSError(errno.EACCES, "denied"), doing="cannot lock") == "cannot lock: permission denied"
+    assert describe_os_error(OSError(errno.EIO, "Input/output error")) == "Input/output error"
+
+
+def test_read_yaml_messages_name_the_file_and_the_problem(tmp_path):
+    from mnist_lib.core.files import read_yaml
+
+    with pytest.raises(UserError) as e:
+        read_yaml(write(tmp_path / "a.yaml", "a: &x 1\nb: *x\n"), "sweep file")
+    assert str(e.value).startswith(f"sweep file {tmp_path / 'a.yaml'}: cannot read YAML (aliases (*name) are not supported in ")
+    with pytest.raises(UserError) as e:
+        read_yaml(tmp_path / "none.yaml", "run file")
+    assert str(e.value) == f"run file {tmp_path / 'none.yaml'} not found"
+    with pytest.raises(
+        UserError, match=r"^sweep file .*b\.yaml: cannot read YAML \(while parsing a flow sequence in \"<unicode string>\", line 1"
+    ):
+        read_yaml(write(tmp_path / "b.yaml", "[1, 2"), "sweep file")
+
+
+def test_writable_dir_messages(tmp_path):
+    with pytest.raises(UserError) as e:
+        writable_dir("")
+    assert str(e.value) == "the folder is empty; name a folder"
+    with pytest.raises(UserError) as e:
+        writable_dir(write(tmp_path / "f"))
+    assert str(e.value) == f"folder {tmp_path / 'f'} exists and is a file, not a folder"

@@ -393,3 +393,60 @@ def test_every_seed_diverging_is_one_clear_line(tmp_path, capsys, mnist_dir, pop
     aggregate = strict_json(tmp_path / "s" / "summary.json")
     assert aggregate["status"] == "failed" and aggregate["n_seeds"] == 0 and "val_acc_mean" not in aggregate
     assert aggregate["error"] == "2 of 2 seeds did not complete (seed 0 diverged, seed 1 diverged)"
+
+
+def test_fail_records_the_reason_as_the_user_would_read_it_and_never_raises(tmp_path, monkeypatch):
+    from mnist_lib.records import runs
+    from mnist_lib.records.runs import RunRecorder
+
+    rec = RunRecorder(claim_run_dir(tmp_path / "r"), TINY, {})
+    rec.fail(UserError("cannot write x/model.safetensors: no space left on the device"))
+    assert strict_json(tmp_path / "r" / "summary.json") == {
+        "status": "failed",
+        "error": "cannot write x/model.safetensors: no space left on the device",
+    }
+    rec.fail(RuntimeError("boom"))
+    assert strict_json(tmp_path / "r" / "summary.json")["error"] == "RuntimeError: boom"
+    rec.summary.pop("error")
+    rec.fail(KeyboardInterrupt())
+    assert strict_json(tmp_path / "r" / "summary.json") == {"status": "interrupted"}  # an interrupt is no error
+    for error in (UserError("disk still full"), OSError(28, "No space left on device")):
+
+        def full(*a, error=error):
+            raise error
+
+        monkeypatch.setattr(runs, "write_json", full)
+        rec.fail(RuntimeError("the first error"))  # called while an error is on its way out: it must not raise another
+    rec.close()
+
+
+def test_read_summary_messages_are_exact(tmp_path):
+    from mnist_lib.records.runs import read_summary
+
+    def refused(folder):
+        with pytest.raises(UserError) as e:
+            read_summary(folder)
+        return str(e.value)
+
+    assert refused(tmp_path / "nope") == f"run directory {tmp_path / 'nope'} does not exist"
+    (tmp_path / "f").write_text("x")
+    assert refused(tmp_path / "f") == f"{tmp_path / 'f'} is not a run directory"
+    run = tmp_path / "r"
+    run.mkdir()
+    path = run / "summary.json"
+    cases = {
+        "[1]": f"run summary {path}: expected a JSON object, got list",
+        '{"status": "completed", "epochs_run": "3"}': f'run summary {path}: epochs_run must be an integer, got "3"',
+        '{"status": "completed", "split_hash": 7}': f"run summary {path}: split_hash must be a string, got 7",
+        '{"status": "completed", "best_epoch": 1.5}': f"run summary {path}: best_epoch must be an integer or null, got 1.5",
+        '{"status": "completed", "test_acc": true}': f"run summary {path}: test_acc must be a number or null, got true",
+        '{"status": "completed", "test_acc": "'
+        + "x" * 100
+        + '"}': f'run summary {path}: test_acc must be a number or null, got "{"x" * 59}',
+        '{"status": "done"}': f'run summary {path}: status must be one of running, completed, failed, interrupted, diverged, got "done"',
+    }
+    for text, message in cases.items():
+        path.write_text(text)
+        assert refused(run) == message
+    path.write_text('{"status": "completed", "best_epoch": null, "epochs_run": 3, "unknown": [1]}')
+    assert read_summary(run) == {"status": "completed", "best_epoch": None, "epochs_run": 3, "unknown": [1]}

@@ -199,9 +199,9 @@ def writable_dir(path: str | Path, what: str = "folder") -> Path:
     Checked before a run starts, so a figures or output folder that is a file, or
     read-only, is refused before any training instead of failing after it.
     """
-    path = Path(path)
-    if str(path).strip() == "":
+    if str(path).strip() == "":  # before Path(), which reads "" as "."
         raise UserError(f"the {what} is empty; name a folder")
+    path = Path(path)
     try:
         if path.exists() and not path.is_dir():
             raise UserError(f"{what} {path} exists and is a file, not a folder")

@@ -114,7 +114,7 @@ def run_dir_for(run_dir: str | Path | None, name: str | None, default_name: str)
 def is_record(folder: Path) -> tuple[bool, str]:
     """(whether `folder` is a run record this library wrote, why not). Reads names and summary.json only."""
     try:
-        entries = list(folder.iterdir())
+        entries = sorted(folder.iterdir())  # sorted: the same answer, and the same first reason, on every file system
     except OSError as e:
         return False, describe_os_error(e, folder)
     foreign = []
