@@ -291,3 +291,15 @@ def test_writable_dir_messages(tmp_path):
     with pytest.raises(UserError) as e:
         writable_dir(write(tmp_path / "f"))
     assert str(e.value) == f"folder {tmp_path / 'f'} exists and is a file, not a folder"
+
+
+def test_a_population_whose_third_folder_is_taken_writes_nothing(tmp_path, mnist_dir):
+    from mnist_lib.workflows.experiment import train_population_and_record
+
+    (tmp_path / "seed_2").mkdir()
+    write(tmp_path / "seed_2" / "mine.txt")
+    configs = [TINY.replace(seed=s) for s in range(3)]
+    with pytest.raises(UserError, match="seed_2 already exists"):
+        train_population_and_record(configs, [tmp_path / f"seed_{s}" for s in range(3)], max_train_samples=200, threads=1, device="cpu",
+                                    progress=False)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed_2"] and tree(tmp_path / "seed_2") == {"mine.txt": b"x"}

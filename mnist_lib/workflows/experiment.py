@@ -93,15 +93,26 @@ def train_population_and_record(
     """
     check_compatible(configs)  # so the members share dataset, val_size and split_seed: one split for all
     dev, n_threads, data = _prepare(configs[0], device, graph, threads, data_dir, max_train_samples, models=len(configs))
+    claims: list[Claim] = []
+    try:  # every folder claimed, or none: one that is taken refuses the population before anything is written
+        for run_dir in run_dirs:
+            claims.append(claim_run_dir(run_dir, overwrite=overwrite))
+    except BaseException:
+        for claim in claims:
+            claim.abort()
+            claim.release()
+        raise
     recorders: list[RunRecorder] = []
-    try:  # every folder claimed, or none: one that is taken refuses the population before any training
-        for run_dir, cfg in zip(run_dirs, configs, strict=True):
-            claim = claim_run_dir(run_dir, overwrite=overwrite)
+    try:
+        for claim, cfg in zip(claims, configs, strict=True):
             recorders.append(_start_record(claim, cfg, data, dev, n_threads, max_train_samples, population_size=len(configs)))
-    except BaseException as e:
+    except BaseException as e:  # the first files could not be written (a full disk): the started records say so
         _fail_records(recorders, e, configs[0], dev, len(configs))
         for r in recorders:
             r.close()
+        for claim in claims[len(recorders) + 1 :]:
+            claim.abort()
+            claim.release()
         raise
     try:
         results = train_population(
