@@ -7,7 +7,9 @@ keeps the old one until the new one stands; one writer at a time; the umask kept
 
 import json
 import os
+import shutil
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -303,3 +305,144 @@ def test_a_population_whose_third_folder_is_taken_writes_nothing(tmp_path, mnist
         train_population_and_record(configs, [tmp_path / f"seed_{s}" for s in range(3)], max_train_samples=200, threads=1, device="cpu",
                                     progress=False)  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed_2"] and tree(tmp_path / "seed_2") == {"mine.txt": b"x"}
+
+
+def test_lock_races_and_failures_are_one_line(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from mnist_lib.records import claim as claim_module
+    from mnist_lib.records.claim import lock_folder
+
+    run = make_record(tmp_path / "r")
+    real = fcntl.flock
+
+    def replaced_meanwhile(fd, op):  # its owner released and removed the lock file, and another writer made a new one
+        real(fd, op)
+        (run / ".lock").unlink()
+        (run / ".lock").write_text("")
+
+    def failing(err):
+        def flock(fd, op):
+            raise OSError(err, os.strerror(err))
+
+        return flock
+
+    for flock, message in [
+        (replaced_meanwhile, f"run directory {run} changed while it was being locked; try again"),
+        (failing(errno.ENOENT), f"run directory {run} changed while it was being locked; try again"),
+        (failing(errno.EIO), f"cannot lock the run directory {run}: Input/output error"),
+    ]:
+        monkeypatch.setattr(claim_module.fcntl, "flock", flock)
+        with pytest.raises(UserError) as e:
+            lock_folder(run)
+        assert str(e.value) == message
+    monkeypatch.undo()
+
+    def denied(path, *a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(claim_module.os, "open", denied)
+    with pytest.raises(UserError) as e:
+        lock_folder(run)
+    assert str(e.value) == f"cannot lock the run directory {run / '.lock'}: permission denied"
+
+
+def test_claims_close_their_files_and_a_started_one_is_never_undone(tmp_path):
+    run = make_record(tmp_path / "run")
+    claim = claim_run_dir(run, overwrite=True)
+    old_fd, fd = claim._old_lock_fd, claim._lock_fd
+    RunRecorder(claim, TINY, {"split_hash": "new"})  # started: the old record's lock is closed with it
+    with pytest.raises(OSError):
+        os.fstat(old_fd)
+    claim.abort()  # too late to undo: the new record stands
+    assert json.loads((run / "summary.json").read_text())["split_hash"] == "new"
+    claim.release()
+    claim.release()  # twice is harmless
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    deep = claim_run_dir(tmp_path / "a" / "b" / "c")  # missing parents are made
+    assert deep.path.is_dir()
+    deep.release()
+    write(tmp_path / "f.txt")
+    with pytest.raises(UserError) as e:
+        claim_run_dir(tmp_path / "f.txt" / "r")
+    assert str(e.value) == f"cannot create the run directory {tmp_path / 'f.txt'}: it exists and is a file"
+
+
+def test_a_folder_that_appears_or_a_rename_that_fails_midway_loses_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from mnist_lib.records import claim as claim_module
+
+    real_rename = os.rename
+
+    def rename_failing(err, intruder=None):
+        def rename(src, dst):
+            if ".new-" in os.path.basename(src):  # the fresh folder taking the name
+                if intruder:
+                    intruder()
+                raise OSError(err, os.strerror(err))
+            return real_rename(src, dst)
+
+        return rename
+
+    def refused(target, **kw):
+        with pytest.raises(UserError) as e:
+            claim_run_dir(target, **kw)
+        return str(e.value)
+
+    run = make_record(tmp_path / "run")
+    old = tree(run)
+    monkeypatch.setattr(claim_module.os, "rename", rename_failing(errno.ENOTEMPTY))
+    fresh = tmp_path / "fresh"
+    assert refused(fresh) == f"run directory {fresh} was just created by another process; choose another name"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # its hidden new folder is gone too
+
+    def another_writer():
+        (tmp_path / "run").mkdir()
+        write(tmp_path / "run" / "theirs.txt")
+
+    monkeypatch.setattr(claim_module.os, "rename", rename_failing(errno.ENOTEMPTY, another_writer))
+    message = refused(run, overwrite=True)
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith(".run.replaced-")]
+    assert message == f"run directory {run} was just created by another process; choose another name; the old record is kept at {aside}"
+    assert {k: v for k, v in tree(aside).items() if k != ".lock"} == old and tree(run) == {"theirs.txt": b"x"}
+
+    monkeypatch.undo()
+    shutil.rmtree(run)
+    real_rename(aside, run)
+    monkeypatch.setattr(claim_module.os, "rename", rename_failing(errno.EIO))
+    assert refused(run, overwrite=True) == f"cannot create the run directory {run}: Input/output error"
+    assert {k: v for k, v in tree(run).items() if k != ".lock"} == old  # moved aside, then put back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_name_whose_folder_resolves_outside_the_runs_folder_is_refused(tmp_path, monkeypatch):
+    from mnist_lib.records.claim import run_dir_for
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "elsewhere").symlink_to(tmp_path)
+    monkeypatch.setattr("mnist_lib.records.claim.RUNS_DIR", runs)
+    with pytest.raises(UserError) as e:
+        run_dir_for(None, "elsewhere", "x")
+    assert str(e.value) == f"run name 'elsewhere' does not stay inside {runs}"
+    with pytest.raises(UserError) as e:
+        run_dir_for(" ", None, "x")
+    assert str(e.value) == "the run directory is empty (an unset shell variable?); name a folder"
+    assert run_dir_for(None, None, "stamp") == runs / "stamp" and run_dir_for("a/b", "ignored", "x") == Path("a/b")
+
+
+def test_read_text_messages(tmp_path):
+    from mnist_lib.core.files import read_text
+
+    with pytest.raises(UserError) as e:
+        read_text(tmp_path, "config file")
+    assert str(e.value) == f"config file {tmp_path} is a directory"
+    with pytest.raises(UserError) as e:
+        read_text(write(tmp_path / "f") / "x.json")
+    assert (
+        str(e.value)
+        == f"file {tmp_path / 'f' / 'x.json'}: cannot read it ({tmp_path / 'f' / 'x.json'}: a part of the path is a file, not a folder)"
+    )

@@ -450,3 +450,30 @@ def test_read_summary_messages_are_exact(tmp_path):
         assert refused(run) == message
     path.write_text('{"status": "completed", "best_epoch": null, "epochs_run": 3, "unknown": [1]}')
     assert read_summary(run) == {"status": "completed", "best_epoch": None, "epochs_run": 3, "unknown": [1]}
+
+
+def test_normalization_statistics_have_inclusive_ranges_and_exact_messages():
+    from mnist_lib.records.runs import check_norm_stats
+
+    assert [check_norm_stats(m, s) for m, s in ((0.0, 0.001), (1.0, 1.0), (0.13, 0.31))] == ["", "", ""]
+    assert check_norm_stats(-0.1, 0.3) == "mean -0.1 must be a finite number in [0.0, 1.0] (pixels on the [0, 1] scale)"
+    assert check_norm_stats(0.1, 1e-300) == "std 1e-300 must be a finite number in [0.001, 1.0] (pixels on the [0, 1] scale)"
+    assert check_norm_stats(0.1, float("inf")).startswith("std inf must be") and check_norm_stats(float("nan"), 0.3).startswith("mean nan")
+
+
+def test_non_finite_weights_are_named(model_file):
+    import safetensors.torch
+
+    def poisoned(t):
+        t["net.0.weight"][0, 0] = float("nan")
+        t["net.0.bias"][0] = float("inf")
+        return t
+
+    bad = rewrite_model(model_file, model_file.with_name("bad.safetensors"), tensors=poisoned)
+    with pytest.raises(UserError) as e:
+        load_model(bad)
+    assert (
+        str(e.value)
+        == f"{bad}: tensor(s) net.0.bias, net.0.weight hold NaN or infinity; a diverged run or a damaged file, not a usable model"
+    )
+    assert safetensors.torch.load_file(str(bad))["net.0.weight"].isnan().any()
