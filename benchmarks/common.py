@@ -19,9 +19,9 @@ import torch
 
 from mnist_lib import MLP, Config
 from mnist_lib.records.runs import atomic_write, environment
-from mnist_lib.training.engine import DTYPES
-from mnist_lib.training.population import PopulationStep, StackedMLP, population_epoch
-from mnist_lib.training.train import build_step, set_threads, train_epoch
+from mnist_lib.training.setup import DTYPES, set_threads
+from mnist_lib.training.stacked import StackedMLP
+from mnist_lib.training.train import PopulationStep, population_epoch
 
 
 def sync(device: torch.device) -> None:
@@ -44,33 +44,15 @@ def interleave(fns: dict[str, Callable[[], object]], rounds: int, device: torch.
     return times
 
 
-def library_epoch(cfg: Config, data, precision: str, device: torch.device, threads: int | None = None, engine: str = "auto"):
-    """A function training one mnist_lib epoch (the step train() builds for `cfg`, or the `engine` named); sets `threads` on each call if given."""
-    torch.manual_seed(0)
-    cfg = cfg.replace(precision=precision)
-    model = MLP.from_config(cfg).to(device)
-    step, _ = build_step(model, cfg, data, device, engine)
-    x = data.x_train.to(device, DTYPES[precision])
-    y = data.y_train.to(device)
-    gen = torch.Generator(device=device).manual_seed(0)
-
-    def run():
-        if threads is not None:
-            set_threads(threads)
-        return train_epoch(step, x, y, cfg.batch_size, gen)
-
-    return run
-
-
-def population_epoch_fn(cfg: Config, data, precision: str, device: torch.device, members: int, threads: int | None = None):
-    """A function training one epoch of a population of `members` copies of `cfg` (seeds 0..members-1) side by side."""
+def library_epoch(cfg: Config, data, precision: str, device: torch.device, threads: int | None = None, members: int = 1):
+    """A function training one mnist_lib epoch: the step train() runs, for `members` copies of `cfg` (seeds 0, 1, ...)
+    side by side (1: a single run); sets `threads` on each call if given."""
     configs = [cfg.replace(precision=precision, seed=s) for s in range(members)]
     models = []
     for c in configs:
         torch.manual_seed(c.seed)
         models.append(MLP.from_config(c))
-    model = StackedMLP.from_members(models).to(device)
-    step = PopulationStep(configs, model, data, math.ceil(len(data.y_train) / cfg.batch_size))
+    step = PopulationStep(configs, StackedMLP(models, device=device), data, math.ceil(len(data.y_train) / cfg.batch_size))
     x = data.x_train.to(device, DTYPES[precision])
     y = data.y_train.to(device)
     gens = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]

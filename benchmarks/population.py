@@ -2,19 +2,18 @@
 
     .venv/bin/python benchmarks/population.py --rounds 3 --csv results/benchmarks/population_cpu.csv
 
-Each round times one epoch of the reference network for a single model (the step
-train() builds: on the CPU the hand-written ReLU step) and for populations of each
-size in --members, interleaved. `per_model_vs_single` is the population's epoch
+Each round times one epoch of the reference network for a single model (train()'s
+step: a population of one) and for populations of each size in --members, interleaved. `per_model_vs_single` is the population's epoch
 time divided by M, over the single model's epoch time (paired by round): below 1
 means the population is the faster way to train M models here. train --seeds and
-sweeps use populations on the CPU only if this says so (mnist_lib.training.population).
+sweeps use populations on the CPU only if this says so (mnist_lib.workflows.experiment).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from common import emit, interleave, library_epoch, machine, paired_ratio, population_epoch_fn, summary
+from common import emit, interleave, library_epoch, machine, paired_ratio, summary
 
 from mnist_lib import Config, prepare_data
 from mnist_lib.training.train import select_device, set_threads
@@ -40,7 +39,7 @@ def main() -> None:
     for p in args.precision:
         fns[f"single/{p}"] = library_epoch(cfg, data, p, device)
         for m in args.members:
-            fns[f"population{m}/{p}"] = population_epoch_fn(cfg, data, p, device, m)
+            fns[f"population{m}/{p}"] = library_epoch(cfg, data, p, device, members=m)
     times = interleave(fns, args.rounds, device)
     common = {**machine(device, threads), "n_train": len(data.y_train), "batch_size": cfg.batch_size}
     rows = [{"measure": name, **summary(ts), **common} for name, ts in times.items()]

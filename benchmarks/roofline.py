@@ -10,13 +10,10 @@ efficiency = GEMM-only time / library epoch time. The first layer's grad-input i
 never needed (the images need no gradient) and the library skips it, so
 `efficiency_needed` also leaves it out of the GEMM time: the stricter figure.
 
-The library epoch is mnist_lib.training.train.train_epoch with the step train() builds:
-for the reference (relu, no norm) the hand-written backprop.ReluTrainStep. The
-general-engine epoch forces engine.TrainStep (autograd), the step every other
-activation and norm uses: `general_vs_hand_written` is its cost relative to the
-fast path, the number that decides whether the fast path stays. The
-autograd-step epoch is the loop written the usual way (model(x),
-F.cross_entropy, backward(), the same fused Adam), without the library.
+The library epoch is mnist_lib.training.train.population_epoch with the step
+train() runs: a population of one (stacked weights in a flat buffer, torch's fused
+Adam over it). The autograd-step epoch is the loop written the usual way
+(model(x), F.cross_entropy, backward(), fused Adam), without the library.
 
 --baseline REV also times the library's epoch as it was at git revision REV
 (its mnist_lib, extracted to a temporary folder and imported as
@@ -50,9 +47,8 @@ from epoch_speed import torchvision_style_epoch
 
 from mnist_lib import Config, prepare_data
 from mnist_lib.core.paths import REPO_ROOT
-from mnist_lib.training.engine import DTYPES, bf16_supported
 from mnist_lib.training.model import MLP
-from mnist_lib.training.train import make_optimizer, select_device, set_threads
+from mnist_lib.training.setup import DTYPES, bf16_supported, select_device, set_threads
 
 
 def gemm_epoch(cfg: Config, n: int, dtype: torch.dtype, device: torch.device, needed_only: bool):
@@ -83,7 +79,7 @@ def autograd_epoch(cfg: Config, data, device: torch.device):
     """The same epoch the plain way: model(x), F.cross_entropy, backward(), fused Adam, zero_grad(set_to_none)."""
     torch.manual_seed(0)
     model = MLP.from_config(cfg).to(device).train()
-    opt = make_optimizer(model, cfg, device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     x, y = data.x_train.to(device), data.y_train.to(device)
     gen = torch.Generator(device=device).manual_seed(0)
 
@@ -150,7 +146,6 @@ def main() -> None:
         fns[f"gemm/{prec}"] = gemm_epoch(cfg, n, DTYPES[prec], device, needed_only=False)
         fns[f"gemm_needed/{prec}"] = gemm_epoch(cfg, n, DTYPES[prec], device, needed_only=True)
         fns[f"mnist_lib/{prec}"] = library_epoch(cfg, data, prec, device)
-        fns[f"general_engine/{prec}"] = library_epoch(cfg, data, prec, device, engine="autograd")
         if baseline is not None:
             fns[f"baseline/{prec}"] = baseline_epoch(baseline, cfg, data, prec, device)
     fns["autograd_step/fp32"] = autograd_epoch(cfg, data, device)
@@ -171,13 +166,9 @@ def main() -> None:
                 **common,
             }
         )
-    for prec in precisions:
-        ratio = paired_ratio(times[f"general_engine/{prec}"], times[f"mnist_lib/{prec}"])
-        rows.append({"measure": "general_vs_hand_written", "precision": prec, "ratio": round(ratio, 3), **common})
-        if args.baseline:
-            for measure, name in (("vs_baseline", "mnist_lib"), ("general_vs_baseline", "general_engine")):
-                ratio = paired_ratio(times[f"{name}/{prec}"], times[f"baseline/{prec}"])
-                rows.append({"measure": measure, "precision": prec, "ratio": round(ratio, 3), "baseline": args.baseline, **common})
+    for prec in precisions if args.baseline else []:
+        ratio = paired_ratio(times[f"mnist_lib/{prec}"], times[f"baseline/{prec}"])
+        rows.append({"measure": "vs_baseline", "precision": prec, "ratio": round(ratio, 3), "baseline": args.baseline, **common})
     ratio = paired_ratio(times["autograd_step/fp32"], times["mnist_lib/fp32"])
     rows.append({"measure": "speedup_vs_autograd_step", "precision": "fp32", "ratio": round(ratio, 2), **common})
     if "torchvision_style/fp32" in times:

@@ -14,6 +14,7 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 from mnist_lib import Config
@@ -65,7 +66,7 @@ def ctrl_c_in_epoch(monkeypatch, epoch: int) -> None:
     import importlib
 
     train_mod = importlib.import_module("mnist_lib.training.train")  # the package exports a function of the same name
-    real, calls = train_mod.train_epoch, []
+    real, calls = train_mod.population_epoch, []
 
     def interrupted(*args):
         calls.append(1)
@@ -73,7 +74,7 @@ def ctrl_c_in_epoch(monkeypatch, epoch: int) -> None:
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(train_mod, "train_epoch", interrupted)
+    monkeypatch.setattr(train_mod, "population_epoch", interrupted)
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -160,3 +161,51 @@ def memory_cap(extra: int):
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def fake_data(n=10):
+    """A Data with n blank training images and nothing else: what a training step needs to be built (mean, std)."""
+    from mnist_lib.data.splits import Data
+
+    return Data(torch.zeros(n, 784), torch.zeros(n, dtype=torch.long), None, None, 0.1307, 0.3081, "", None, None)
+
+
+class OneMember:
+    """The training engine's step for a population of one, read and written through a plain MLP.
+
+    step = OneMember(model, cfg); step.gradients(x, y) fills model's .grad; step(x, y)
+    takes an optimizer step and writes the new weights back into `model`. For tests
+    that check one rule of the step (a regulariser, a loss) against plain autograd.
+    """
+
+    def __init__(self, model, cfg, **changes):
+        from mnist_lib.training.stacked import StackedMLP
+        from mnist_lib.training.train import PopulationStep
+
+        self.model, self.cfg = model, cfg.replace(**changes)
+        self.stacked = StackedMLP([model])
+        self.step = PopulationStep([self.cfg], self.stacked, fake_data(), 10)
+
+    def _write_back(self):
+        """Copy the member's weights, gradients and buffers into the plain model (copies: nothing aliases the flat buffers)."""
+        with torch.no_grad():
+            views = zip(
+                self.stacked.parameter_views(self.stacked.flat, 0),
+                self.stacked.parameter_views(self.stacked.gather_grads(), 0),
+                strict=True,
+            )
+            for p, (value, grad) in zip(self.model.parameters(), views, strict=True):
+                p.copy_(value)
+                p.grad = grad.clone()
+            for k, buffer in enumerate(self.model.buffers()):  # BatchNorm's running statistics
+                buffer.copy_(getattr(self.stacked, f"stacked_buffer{k}")[0])
+
+    def gradients(self, x, y):
+        loss, correct = self.step.gradients(x.unsqueeze(0), y.unsqueeze(0))
+        self._write_back()
+        return loss[0], correct[0]
+
+    def __call__(self, x, y):
+        loss, correct = self.step(x.unsqueeze(0), y.unsqueeze(0))
+        self._write_back()
+        return loss[0], correct[0]

@@ -1,9 +1,9 @@
-"""The autograd engine with every optimizer, activation and norm, against networks and optimizers built by hand with torch.
+"""The training engine with every optimizer, activation and norm, against networks and optimizers built by hand with torch.
 
 The reference in each test is written independently of mnist_lib: a torch.nn.Sequential
 assembled layer by layer and a torch.optim optimizer constructed directly, started from
-the same initial weights. The library's step must leave the same parameters (and
-BatchNorm buffers) after a few steps.
+the same initial weights. The engine's step (a population of one, conftest.OneMember)
+must leave the same parameters (and BatchNorm buffers) after a few steps.
 """
 
 import copy
@@ -11,14 +11,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import OneMember
+from plain_torch import make_optimizer
 from torch import nn
 
 from mnist_lib import MLP, Config, train
 from mnist_lib.data.splits import Data
-from mnist_lib.training.backprop import ReluTrainStep
-from mnist_lib.training.engine import TrainStep, bf16_supported
 from mnist_lib.training.evaluate import evaluate, predict_logits
-from mnist_lib.training.train import build_step, make_optimizer, make_scheduler
+from mnist_lib.training.setup import make_scheduler
 
 CPU = torch.device("cpu")
 SMALL = {"hidden": (32, 16), "dropout": (0.0, 0.0)}  # no dropout: the reference draws no masks
@@ -65,12 +65,12 @@ def batches(n_steps: int, size: int = 64):
     return [(torch.randn(size, 784, generator=g), torch.randint(0, 10, (size,), generator=g)) for _ in range(n_steps)]
 
 
-def run_both(cfg: Config, n_steps: int = 3, step_class=TrainStep):
-    """(library model after n_steps of step_class, reference after n_steps by hand), from the same initial weights."""
+def run_both(cfg: Config, n_steps: int = 3):
+    """(library model after n_steps of the engine, reference after n_steps by hand), from the same initial weights."""
     torch.manual_seed(0)
     model = MLP.from_config(cfg)
     ref = by_hand(cfg, model)
-    step = step_class(model, make_optimizer(model, cfg, CPU), label_smoothing=cfg.label_smoothing)
+    step = OneMember(model, cfg)
     opt = optimizer_by_hand(cfg, ref.parameters())
     for x, y in batches(n_steps):
         step(x, y)
@@ -98,9 +98,8 @@ def assert_same_state(model: nn.Module, ref: nn.Module, atol: float = 1e-5) -> N
     ],
     ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
 )
-@pytest.mark.parametrize("step_class", [ReluTrainStep, TrainStep], ids=["hand-written", "autograd"])
-def test_each_optimizer_matches_torch_optim(options, step_class):
-    model, ref = run_both(Config(**SMALL, **options), step_class=step_class)
+def test_each_optimizer_matches_torch_optim(options):
+    model, ref = run_both(Config(**SMALL, **options))
     assert_same_state(model, ref)
 
 
@@ -159,68 +158,6 @@ def test_evaluating_in_training_mode_would_be_caught(monkeypatch):
     assert (whole - one_by_one).abs().max() > 1e-3
 
 
-def test_build_step_takes_the_hand_written_path_only_for_plain_relu():
-    def step_type(**changes):
-        cfg = Config(**SMALL, **changes)
-        data = Data(torch.zeros(10, 784), torch.zeros(10, dtype=torch.long), None, None, 0.1, 0.3, "", None, None)
-        return type(build_step(MLP.from_config(cfg), cfg, data, CPU)[0])
-
-    assert step_type() is ReluTrainStep
-    assert step_type(optimizer="sgd", momentum=0.9, input_dropout=0.1, max_norm=2.0, label_smoothing=0.1) is ReluTrainStep
-    assert step_type(activation="gelu") is TrainStep
-    assert step_type(norm="layer") is TrainStep
-    assert step_type(activation="leaky_relu", norm="batch") is TrainStep
-    with pytest.raises(ValueError, match="relu activations and no norm"):
-        ReluTrainStep(MLP(activation="tanh"), torch.optim.SGD(MLP().parameters(), lr=0.1))
-
-
-@pytest.mark.parametrize("options", [{}, {"input_dropout": 0.2, "label_smoothing": 0.1, "max_norm": 1.0, "aug_rotate": 10.0}])
-def test_the_hand_written_step_equals_the_general_engine(options):
-    """Same seed, same masks and augmentation draws: the fast path and autograd agree to 1e-5 over several steps."""
-    cfg = Config(hidden=(64, 32), dropout=(0.3, 0.2), **options)
-    data = Data(torch.zeros(10, 784), torch.zeros(10, dtype=torch.long), None, None, 0.1307, 0.3081, "", None, None)
-    models = []
-    for engine in ("manual", "autograd"):
-        torch.manual_seed(0)
-        model = MLP.from_config(cfg)
-        step, _ = build_step(model, cfg, data, CPU, engine)
-        torch.manual_seed(5)
-        for x, y in batches(4):
-            step(x, y)
-        models.append(model)
-    assert_same_state(*models)
-
-
-def test_the_hand_written_step_equals_the_general_engine_in_bf16():
-    """In bf16 the two paths share every rounding, so weight gradients agree far inside bf16's 0.4 % step.
-
-    A backward that scaled by the exact 1 / (1 - p) instead of keep_mask's bf16-rounded
-    scale would be off by 0.08-0.27 % per dropped layer (caught at rtol 1e-4). The bias
-    gradients differ by one bf16 rounding: autograd sums them in bf16, the fast path in fp32.
-    """
-    if not bf16_supported("cpu"):
-        pytest.fail("this CPU has no native bf16 matmul (AVX-512-BF16 or AMX); the bf16 tests need one")
-    cfg = Config(dropout=(0.4, 0.3, 0.15), input_dropout=0.2)
-    torch.manual_seed(0)
-    model = MLP.from_config(cfg)
-    x, y = batches(1, 128)[0]
-    grads, losses = [], []
-    for step_class in (ReluTrainStep, TrainStep):
-        m = copy.deepcopy(model)
-        for p in m.parameters():
-            p.grad = torch.zeros_like(p)
-        step = step_class(m, make_optimizer(m, cfg, CPU), "bf16")
-        torch.manual_seed(3)
-        losses.append(step.gradients(x, y)[0])
-        grads.append({name: p.grad for name, p in m.named_parameters()})
-    torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=0)  # summation order only
-    for name, grad in grads[0].items():
-        if name.endswith("weight"):
-            torch.testing.assert_close(grad, grads[1][name], rtol=1e-4, atol=1e-9, msg=name)
-        else:
-            torch.testing.assert_close(grad, grads[1][name], rtol=1e-2, atol=1e-4, msg=name)
-
-
 def test_one_cycle_cycles_sgd_momentum_and_adam_beta1():
     def momenta(**changes):
         cfg = Config(**SMALL, lr_schedule="onecycle", epochs=1, **changes)
@@ -264,33 +201,20 @@ def test_every_new_option_trains_with_the_existing_ones(small_data, options):
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
 
 
-def test_epoch_of_the_autograd_engine_syncs_once(monkeypatch):
-    from mnist_lib.training.train import train_epoch
+def test_an_epoch_syncs_with_the_host_once_not_per_step(monkeypatch):
+    """No .item() or .tolist() per step: the loss and accuracy sums come back to the host once, at the epoch's end."""
+    from mnist_lib.training.train import population_epoch
 
     torch.manual_seed(0)
     cfg = Config(hidden=(32,), dropout=(0.2,), activation="gelu", norm="batch")
-    model = MLP.from_config(cfg)
-    step = TrainStep(model, make_optimizer(model, cfg, CPU))
+    step = OneMember(MLP.from_config(cfg), cfg).step
     calls = []
-    real_item = torch.Tensor.item
-    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or real_item(self))
-    train_epoch(step, torch.randn(640, 784), torch.randint(0, 10, (640,)), 32, torch.Generator().manual_seed(0))
-    assert len(calls) == 2  # the epoch's loss and accuracy sums
-
-
-def test_the_engine_trains_any_module_not_only_an_mlp():
-    """Nothing in the step knows the network: a model the library never built trains as well."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.Hardswish(), nn.Linear(16, 10))
-    ref = copy.deepcopy(model)
-    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1))
-    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
-    for x, y in batches(3):
-        step(x, y)
-        opt.zero_grad()
-        F.cross_entropy(ref(x), y).backward()
-        opt.step()
-    assert_same_state(model, ref)
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, real=real, name=name: calls.append(name) or real(self, *a))
+    gens = [torch.Generator().manual_seed(0)]
+    population_epoch(step, torch.randn(640, 784), torch.randint(0, 10, (640,)), 32, gens)
+    assert calls == ["tolist", "tolist"]  # the epoch's loss and accuracy sums, 20 steps
 
 
 def test_batchnorm_skips_a_last_batch_of_one_and_refuses_batch_size_one(small_data):
@@ -301,7 +225,24 @@ def test_batchnorm_skips_a_last_batch_of_one_and_refuses_batch_size_one(small_da
     result = train(cfg, subset, device="cpu", threads=1, progress=False)  # 64 + 64 + 1: the single example is skipped
     assert result.status == "completed"
     assert 0 <= result.history[0]["train_acc"] <= 1
-    for model, min_batch in ((MLP.from_config(cfg), 2), (MLP(), 1)):
-        assert TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1)).min_batch == min_batch
+    for config, min_batch in ((cfg, 2), (Config(), 1)):
+        assert OneMember(MLP.from_config(config), config).step.min_batch == min_batch
     with pytest.raises(UserError, match="norm batch needs batch_size >= 2"):
         Config(norm="batch", batch_size=1)
+
+
+OPS_BUDGET = 100  # top-level ATen ops per training step of the reference config: on a GPU each one is a kernel launch
+
+
+@pytest.mark.parametrize("members", [1, 64])
+def test_a_reference_step_stays_within_its_op_budget(members):
+    """benchmarks/ops.py's count, as a guard: the step grows past 100 ops only by a change someone must see."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "ops.py"
+    spec = importlib.util.spec_from_file_location("benchmark_ops", path)
+    ops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ops)
+    count = ops.ops_per_step(Config(), members, steps=2, warmup=2)
+    assert 40 < count <= OPS_BUDGET, count  # the lower bound: a count that lost the backward would be wrong, not lean

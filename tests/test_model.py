@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from plain_torch import make_optimizer
 
 from mnist_lib import MLP, Config, count_params
 from mnist_lib.training.model import Dropout
-from mnist_lib.training.train import make_optimizer
 
 
 def test_reference_parameter_count():

@@ -1,6 +1,6 @@
-"""Population training against single runs: the same gradients, the same updates, the same schedules, independent members.
+"""Population training against single models: the same gradients, the same updates, the same schedules, independent members.
 
-The references are the library's single-model path (engine.TrainStep, train()) and
+The references are one MLP trained the plain PyTorch way (tests/plain_torch.py) and
 torch.optim's own optimizers and schedulers, never the population code itself.
 """
 
@@ -9,24 +9,20 @@ import math
 
 import pytest
 import torch
+from conftest import fake_data
+from plain_torch import make_optimizer, plain_gradients, plain_run
 
 from mnist_lib import MLP, Config, load_model, train
 from mnist_lib.core.errors import UserError
 from mnist_lib.training import model as model_module
-from mnist_lib.training import population
-from mnist_lib.training.engine import TrainStep
-from mnist_lib.training.population import (
-    PopulationStep,
-    StackedMLP,
-    StackedOptimizer,
-    check_compatible,
-    evaluate_members,
-    group_configs,
-    keep_masks,
-    schedule_table,
-    train_population,
-)
-from mnist_lib.training.train import make_optimizer, make_scheduler
+from mnist_lib.training import stacked
+from mnist_lib.training import train as engine
+from mnist_lib.training.evaluate import evaluate_members
+from mnist_lib.training.model import keep_mask
+from mnist_lib.training.optim import FlatOptimizer
+from mnist_lib.training.setup import make_scheduler
+from mnist_lib.training.stacked import StackedMLP
+from mnist_lib.training.train import PopulationStep, check_compatible, group_configs, schedule_table, train_population
 
 CPU = torch.device("cpu")
 
@@ -39,23 +35,12 @@ def members_of(configs):
     return models
 
 
-def paired_grads(stacked: StackedMLP, single: MLP, m: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(member m's gradient, the single model's) for every parameter, matched layer by layer."""
-    pairs = []
-    for i, lin in enumerate(single.linears()):
-        pairs.append((stacked.weights[i].grad[m], lin.weight.grad))
-        if lin.bias is not None:
-            pairs.append((stacked.biases[i].grad[m, 0], lin.bias.grad))
-    norms = single.norm_layers()
-    for i, norm in enumerate(norms):
-        pairs += [(stacked.norm_weights[i].grad[m, 0], norm.weight.grad), (stacked.norm_biases[i].grad[m, 0], norm.bias.grad)]
-    return pairs
-
-
-def fake_data(n=10):
-    from mnist_lib.data.splits import Data
-
-    return Data(torch.zeros(n, 784), torch.zeros(n, dtype=torch.long), None, None, 0.1307, 0.3081, "", None, None)
+def assert_member_grads(model: StackedMLP, m: int, single: MLP) -> None:
+    """Member m's gradients in the flat buffer are the single model's, parameter by parameter."""
+    views = model.parameter_views(model.gather_grads(), m)
+    assert len(views) == len(list(single.parameters()))
+    for view, p in zip(views, single.parameters(), strict=True):
+        torch.testing.assert_close(view, p.grad, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -77,32 +62,28 @@ def test_a_members_one_step_gradients_equal_a_single_models(monkeypatch, shared)
         base.replace(seed=2, dropout=(0.0, 0.5), input_dropout=0.2),
     ]
     singles = members_of(configs)
-    stacked = StackedMLP.from_members(members_of(configs))
+    model = StackedMLP(members_of(configs))
     drawn = []  # (rates, masks) of every population draw, in order
 
-    def recording(shape, p, dtype):
-        mask = keep_masks(shape, p, dtype)
-        drawn.append((p.clone(), mask))
+    def recording(shape, p, dtype, device, scale):
+        mask = model_module.keep_mask(shape, p, dtype, device, scale)
+        drawn.append((p.flatten().clone(), mask))
         return mask
 
-    monkeypatch.setattr(population, "keep_masks", recording)
+    monkeypatch.setattr(stacked, "keep_mask", recording)
     torch.manual_seed(7)
     x, y = torch.randn(3, 32, 784), torch.randint(0, 10, (3, 32))
-    step = PopulationStep(configs, stacked, fake_data(), 10)
+    step = PopulationStep(configs, model, fake_data(), 10)
     losses, _ = step.gradients(x, y)
     monkeypatch.undo()
     for m, (cfg, single) in enumerate(zip(configs, singles, strict=True)):
         # member m's own masks, for the layers where it drops anything (a rate-0 Dropout draws none)
         mine = [mask[m] for rates, mask in drawn if rates[m] > 0]
         monkeypatch.setattr(model_module, "keep_mask", lambda shape, p, dtype, device, it=iter(mine): next(it))
-        single_step = TrainStep(single, make_optimizer(single, cfg, CPU), label_smoothing=cfg.label_smoothing)
-        loss, _ = single_step.gradients(x[m], y[m])
+        loss, _ = plain_gradients(single, x[m], y[m], cfg.label_smoothing)
         monkeypatch.undo()
         torch.testing.assert_close(losses[m], loss, rtol=1e-5, atol=1e-5)
-        pairs = paired_grads(stacked, single, m)
-        assert len(pairs) == len(list(single.parameters()))
-        for a, b in pairs:
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert_member_grads(model, m, single)
 
 
 @pytest.mark.parametrize(
@@ -110,32 +91,57 @@ def test_a_members_one_step_gradients_equal_a_single_models(monkeypatch, shared)
     [("adam", {}), ("adamw", {}), ("sgd", {"momentum": [0.0, 0.9, 0.5]}), ("sgd", {"momentum": [0.9, 0.8, 0.5], "nesterov": True})],
     ids=["adam", "adamw", "sgd-momentum", "sgd-nesterov"],
 )
-def test_the_stacked_optimizer_equals_torch_optim_per_member(kind, extra):
+@pytest.mark.parametrize("fused", [False, True], ids=["per-member", "fused"])
+def test_the_flat_optimizer_equals_torch_optim_per_member(kind, extra, fused):
+    """Both update paths: per-member hyperparameters broadcast over the rows, and torch's fused kernel where all agree."""
     lrs, decays = [1e-2, 3e-3, 0.1], [0.0, 1e-3, 0.1]
     momenta = extra.get("momentum", [0.0] * 3)
+    if fused:  # the fused kernel needs one set of hyperparameters
+        lrs, decays, momenta = [lrs[1]] * 3, [decays[1]] * 3, [momenta[-1]] * 3
     g = torch.Generator().manual_seed(0)
-    stacked = torch.randn(3, 5, 4, generator=g).requires_grad_()
-    singles = [stacked[m].detach().clone().requires_grad_() for m in range(3)]
-    opt = StackedOptimizer([stacked], kind, lrs, decays, momenta, extra.get("nesterov", False))
+    singles = [MLP((5,), (0.0,), n_inputs=4, n_classes=3) for _ in range(3)]
+    model = StackedMLP(singles)
+    opt = FlatOptimizer(model, kind, lrs, decays, momenta, extra.get("nesterov", False))
+    opt.use_fused(lrs, decays, momenta, cycles=False)
+    assert (opt.fused is not None) == fused
     refs = []
-    for m, p in enumerate(singles):
+    for m, single in enumerate(singles):
         if kind == "sgd":
-            refs.append(
-                torch.optim.SGD(
-                    [p], lr=lrs[m], momentum=momenta[m], weight_decay=decays[m], nesterov=extra.get("nesterov", False) and momenta[m] > 0
-                )
-            )
+            nesterov = extra.get("nesterov", False) and momenta[m] > 0
+            refs.append(torch.optim.SGD(single.parameters(), lr=lrs[m], momentum=momenta[m], weight_decay=decays[m], nesterov=nesterov))
         else:
-            refs.append({"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[kind]([p], lr=lrs[m], weight_decay=decays[m]))
+            refs.append(
+                {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[kind](single.parameters(), lr=lrs[m], weight_decay=decays[m])
+            )
     for _ in range(5):
-        grad = torch.randn(3, 5, 4, generator=g)
-        stacked.grad = grad.clone()
+        grads = torch.randn(model.flat.shape, generator=g)  # row m: member m's gradients, in the flat layout
+        for leaf, view in zip(model.leaves, model.leaf_views(grads), strict=True):
+            leaf.grad = view.clone()
         opt.step()
-        for m, (p, ref) in enumerate(zip(singles, refs, strict=True)):
-            p.grad = grad[m].clone()
+        for m, (single, ref) in enumerate(zip(singles, refs, strict=True)):
+            for p, grad in zip(single.parameters(), model.parameter_views(grads, m), strict=True):
+                p.grad = grad.clone()
             ref.step()
-    for m, p in enumerate(singles):
-        torch.testing.assert_close(stacked.detach()[m], p.detach(), rtol=1e-5, atol=1e-6)
+    for m, single in enumerate(singles):
+        for mine, theirs in zip(model.parameter_views(model.flat, m), single.parameters(), strict=True):
+            torch.testing.assert_close(mine, theirs.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_fused_path_is_taken_only_while_the_members_agree():
+    opt = FlatOptimizer(StackedMLP(members_of([Config(hidden=(4,), dropout=(0.0,))] * 2)), "adam", [1e-3, 1e-3], [0.0, 0.0])
+    opt.use_fused([1e-3, 1e-3], [0.0, 0.0], [0.0, 0.0], cycles=False)
+    assert opt.fused == (0.0, 0.0, 0.9)
+    for lrs, decays, cycles in (([1e-3, 5e-4], [0.0, 0.0], False), ([1e-3, 1e-3], [0.0, 1e-4], False), ([1e-3, 1e-3], [0.0, 0.0], True)):
+        opt.use_fused(lrs, decays, [0.0, 0.0], cycles)
+        assert opt.fused is None, (lrs, decays, cycles)
+    base = Config(hidden=(8,), dropout=(0.0,))
+    configs = [base, base.replace(seed=1)]
+    step = PopulationStep(configs, StackedMLP(members_of(configs)), fake_data(), 5)
+    assert step.optimizer.fused is not None  # seeds side by side: one set of hyperparameters
+    step.end_epoch([1.0, 1.0])
+    assert step.optimizer.fused is not None
+    step.mask(1)  # a diverged member's lr is 0: the members no longer agree
+    assert step.optimizer.fused is None and step.optimizer.lr.tolist() == [pytest.approx(base.lr), 0.0]
 
 
 @pytest.mark.parametrize(
@@ -155,7 +161,7 @@ def test_each_members_schedule_is_its_single_runs(options):
     if base.optimizer == "sgd":
         configs[2] = configs[2].replace(momentum=0.5)
     steps = 7
-    step = PopulationStep(configs, StackedMLP.from_members(members_of(configs)), fake_data(), steps)
+    step = PopulationStep(configs, StackedMLP(members_of(configs)), fake_data(), steps)
     refs = []
     for cfg in configs:
         model = MLP.from_config(cfg)
@@ -190,15 +196,16 @@ def test_three_members_without_dropout_equal_three_single_runs(small_data):
     configs = [base.replace(seed=0), base.replace(seed=1, lr=1e-3, lr_patience=0), base.replace(seed=2, weight_decay=1e-3)]
     results = train_population(configs, small_data, device="cpu", progress=False)
     for cfg, res in zip(configs, results, strict=True):
-        ref = train(cfg, small_data, device="cpu", progress=False, engine="autograd")
-        assert res.status == ref.status == "completed"
-        for a, b in zip(res.history, ref.history, strict=True):
+        history, final = plain_run(cfg, small_data)
+        assert res.status == "completed"
+        for a, b in zip(res.history, history, strict=True):
             assert a["val_acc"] == pytest.approx(b["val_acc"], abs=2e-4)  # one validation image in 6,000
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
             assert a["lr"] == pytest.approx(b["lr"], rel=1e-6)
-        assert res.best_epoch == ref.best_epoch
-        for p, q in zip(res.model.state_dict().values(), ref.model.state_dict().values(), strict=True):
-            torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+        assert res.best_epoch == max(history, key=lambda r: r["val_acc"])["epoch"]
+        if res.best_epoch == cfg.epochs:  # the returned model holds the best epoch's weights: here the final ones
+            for p, q in zip(res.model.state_dict().values(), final.state_dict().values(), strict=True):
+                torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
 
 
 def test_members_with_dropout_train_like_their_single_runs(small_data):
@@ -207,14 +214,14 @@ def test_members_with_dropout_train_like_their_single_runs(small_data):
     configs = [base.replace(seed=0), base.replace(seed=1, dropout=(0.1, 0.1), input_dropout=0.1)]
     results = train_population(configs, small_data, device="cpu", progress=False)
     for cfg, res in zip(configs, results, strict=True):
-        ref = train(cfg, small_data, device="cpu", progress=False)
-        assert abs(res.final_val_acc - ref.final_val_acc) < 0.01, (res.final_val_acc, ref.final_val_acc)
+        history, _ = plain_run(cfg, small_data)
+        assert abs(res.final_val_acc - history[-1]["val_acc"]) < 0.01, (res.final_val_acc, history[-1]["val_acc"])
 
 
 def test_population_masks_drop_each_member_at_its_own_rate():
     torch.manual_seed(0)
     p = torch.tensor([0.0, 0.1, 0.5, 0.9])
-    mask = keep_masks((4, 500, 1000), p, torch.float32)
+    mask = keep_mask((4, 500, 1000), p.view(-1, 1, 1), scale=(1 / (1 - p)).view(-1, 1, 1))
     for m, rate in enumerate(p.tolist()):
         dropped = (mask[m] == 0).float().mean().item()
         assert abs(dropped - rate) < 5 * math.sqrt(max(rate * (1 - rate), 1e-12) / 500_000) + 1e-9
@@ -229,21 +236,21 @@ def test_a_diverging_member_is_masked_and_the_others_go_on(small_data):
     assert [r.status for r in results] == ["completed", "diverged", "completed"]
     assert len(results[1].history) < 3 and len(results[0].history) == len(results[2].history) == 3
     for m in (0, 2):  # unharmed: each equals its own single run
-        ref = train(configs[m], small_data, device="cpu", progress=False, engine="autograd")
-        assert results[m].final_val_acc == pytest.approx(ref.final_val_acc, abs=2e-4)
+        history, _ = plain_run(configs[m], small_data)
+        assert results[m].final_val_acc == pytest.approx(history[-1]["val_acc"], abs=2e-4)
         assert results[m].final_val_acc > 0.85
 
 
 def test_members_round_trip_and_evaluate_as_single_models(small_data):
     configs = [Config(hidden=(32,), dropout=(0.0,), norm="batch", seed=s) for s in range(3)]
     singles = members_of(configs)
-    stacked = StackedMLP.from_members(members_of(configs))
+    model = StackedMLP(members_of(configs))
     x = torch.randn(3, 16, 784) * 3 + 1
-    stacked.train()
-    stacked(x)  # moves the running statistics, as a training forward of each single BatchNorm1d does
-    losses, accs = evaluate_members(stacked, small_data.x_val, small_data.y_val)
+    model.train()
+    model(x)  # moves the running statistics, as a training forward of each single BatchNorm1d does
+    losses, accs = evaluate_members(model, small_data.x_val, small_data.y_val)
     for m in range(3):
-        member = stacked.member(m)
+        member = model.member(m)
         assert isinstance(member, MLP) and member.norm == "batch"
         singles[m].train()
         singles[m](x[m])
@@ -276,18 +283,17 @@ def test_grouping_and_compatibility():
 def test_max_norm_caps_each_members_rows_at_its_own_norm_as_renorm_does():
     limits = [0.0, 0.5, 2.0]  # 0: no max-norm for that member
     configs = [Config(hidden=(16,), dropout=(0.0,), seed=m, max_norm=c) for m, c in enumerate(limits)]
-    stacked = StackedMLP.from_members(members_of(configs))
+    model = StackedMLP(members_of(configs))
     with torch.no_grad():
-        stacked.weights[0].mul_(torch.rand(3, 16, 1) * 40)  # rows of norm up to ~20, some below 0.5
-    before = stacked.weights[0].detach().clone()
-    step = PopulationStep(configs, stacked, fake_data(), 5)
+        model.linear_weights()[0].mul_(torch.rand(3, 16, 1) * 40)  # rows of norm up to ~20, some below 0.5
+    before = model.linear_weights()[0].detach().clone()
+    step = PopulationStep(configs, model, fake_data(), 5)
     step._renorm()
     for m, c in enumerate(limits):
         want = before[m] if c == 0 else before[m].renorm(2, 0, c)
-        torch.testing.assert_close(stacked.weights[0].detach()[m], want)
-    assert stacked.weights[1].norm(dim=1).max() > 0 and torch.equal(
-        stacked.weights[1], StackedMLP.from_members(members_of(configs)).weights[1]
-    )
+        torch.testing.assert_close(model.linear_weights()[0].detach()[m], want)
+    head = model.linear_weights()[1]  # the output layer is never capped
+    assert head.norm(dim=1).max() > 0 and torch.equal(head, StackedMLP(members_of(configs)).linear_weights()[1])
 
 
 def test_seeds_side_by_side_leave_the_records_one_after_another_leaves(tmp_path, mnist_dir):
@@ -364,6 +370,7 @@ def test_graphed_epochs_warm_up_capture_once_replay_each_full_batch_and_run_the_
 
     class Step:
         model = type("M", (), {"n_members": 2})()
+        mode = ((0.0, 0.0, 0.9), True)
 
         def __call__(self, x, y):
             if fake.capturing:  # recorded, not run: the replay will run it
@@ -389,6 +396,10 @@ def test_graphed_epochs_warm_up_capture_once_replay_each_full_batch_and_run_the_
     assert fake.events == ["replay", "step 4"] * 5 + ["step 3"]  # no second warm-up or capture
     assert torch.equal(correct, torch.tensor([n, n])) and torch.equal(loss, torch.full((2,), 6.0))
     assert torch.equal(torch.cat(seen, dim=1), y[perms.flip(1)])
+    fake.events.clear()
+    Step.mode = (None, True)  # the members' hyperparameters came apart: the graph holds the wrong update
+    runner.epoch(perms)
+    assert fake.events == ["step 4"] * 3 + ["capture", "captured body", "replay", "step 4", "replay", "step 4", "step 3"]  # as at first
 
 
 def test_augmentation_is_per_member(small_data, monkeypatch):
@@ -404,30 +415,29 @@ def test_augmentation_is_per_member(small_data, monkeypatch):
     steps = -(-len(small_data.y_train) // base.batch_size)
     assert len(calls) == steps and {c[0] for c in calls} == {15.0} and calls[0][1] == (base.batch_size, 784)  # member 1's batch only
     monkeypatch.undo()
-    plain = train(configs[0], small_data, device="cpu", progress=False, engine="autograd")
-    assert results[0].final_val_acc == pytest.approx(plain.final_val_acc, abs=2e-4)
+    history, _ = plain_run(configs[0], small_data)
+    assert results[0].final_val_acc == pytest.approx(history[-1]["val_acc"], abs=2e-4)
     augmented = train(configs[1], small_data, device="cpu", progress=False)
     assert abs(results[1].final_val_acc - augmented.final_val_acc) < 0.02  # different draws, the same distortions
 
 
 def test_copy_members_overwrites_only_the_members_named():
     configs = [Config(hidden=(16,), dropout=(0.0,), norm="batch", seed=s) for s in range(3)]
-    a, b = StackedMLP.from_members(members_of(configs)), StackedMLP.from_members(members_of([c.replace(seed=c.seed + 10) for c in configs]))
+    a, b = StackedMLP(members_of(configs)), StackedMLP(members_of([c.replace(seed=c.seed + 10) for c in configs]))
     b.train()
     b(torch.randn(3, 8, 784))  # b's running statistics move away from a's
-    before = {k: v.clone() for k, v in a.state_dict().items()}
-    a.copy_members(b, [0, 2])
-    for name, tensor in a.state_dict().items():
-        if name in ("rates", "input_rates"):
-            continue
+    before = {k: v.clone() for k, v in a.state().items()}
+    assert set(before) == {"flat", "stacked_buffer0", "stacked_buffer1", "stacked_buffer2"}  # BatchNorm: mean, var, count
+    a.copy_members(b.state(), a.state(), [0, 2])
+    for name, tensor in a.state().items():
         for m in range(3):
-            want = b.state_dict()[name][m] if m in (0, 2) else before[name][m]
+            want = b.state()[name][m] if m in (0, 2) else before[name][m]
             assert torch.equal(tensor[m], want), (name, m)
 
 
 def test_each_member_keeps_its_best_epochs_weights(small_data, monkeypatch):
     """Validation accuracy made to peak at epoch 1: every member's returned model holds the weights it had then."""
-    real = population.evaluate_members
+    real = engine.evaluate_members
     snapshots = []
 
     def peaked(model, x, y):
@@ -435,7 +445,7 @@ def test_each_member_keeps_its_best_epochs_weights(small_data, monkeypatch):
         snapshots.append([model.member(m).state_dict() for m in range(model.n_members)])
         return losses, [0.9 if len(snapshots) == 1 else 0.5] * model.n_members
 
-    monkeypatch.setattr(population, "evaluate_members", peaked)
+    monkeypatch.setattr(engine, "evaluate_members", peaked)
     configs = [Config(epochs=3, hidden=(32,), dropout=(0.0,), lr=2e-3, seed=s) for s in range(2)]
     results = train_population(configs, small_data, device="cpu", progress=False)
     for m, result in enumerate(results):
@@ -443,3 +453,45 @@ def test_each_member_keeps_its_best_epochs_weights(small_data, monkeypatch):
         for name, tensor in result.model.state_dict().items():
             torch.testing.assert_close(tensor, snapshots[0][m][name], rtol=0, atol=0)
         assert not torch.equal(result.model.state_dict()["net.0.weight"], snapshots[-1][m]["net.0.weight"])
+
+
+def test_a_norm_and_an_activation_registered_in_this_test_train_as_a_population_and_load_back(tmp_path, monkeypatch, mnist_dir):
+    """model.py's tables are the one place a layer is named: two new ones, registered here, get the right gradients,
+    train as a population of 2 on the CPU, and come back from their records through load_model."""
+    from torch import nn
+
+    from mnist_lib.core import config as config_module
+    from mnist_lib.workflows.experiment import train_population_and_record
+
+    for module, name in (
+        (model_module, "ACTIVATIONS"),
+        (model_module, "NORM_LAYERS"),
+        (config_module, "ACTIVATIONS"),
+        (config_module, "NORMS"),
+    ):
+        table = getattr(module, name)
+        monkeypatch.setattr(module, name, dict(table) if isinstance(table, dict) else table)  # undone after the test
+    model_module.register_activation("prelu", nn.PReLU)  # a parameter of its own: trained per member
+    model_module.register_norm("rms", nn.RMSNorm)
+    base = Config(activation="prelu", norm="rms", hidden=(32, 16), dropout=(0.0, 0.0), epochs=2, lr=2e-3)
+    configs = [base, base.replace(seed=1, lr=1e-3)]
+    singles = members_of(configs)
+    assert isinstance(singles[0].net[1], nn.RMSNorm) and isinstance(singles[0].net[2], nn.PReLU)
+    model = StackedMLP(members_of(configs))
+    x, y = torch.randn(2, 16, 784), torch.randint(0, 10, (2, 16))
+    step = PopulationStep(configs, model, fake_data(), 10)
+    losses, _ = step.gradients(x, y)
+    for m, single in enumerate(singles):
+        loss, _ = plain_gradients(single, x[m], y[m])
+        torch.testing.assert_close(losses[m], loss, rtol=1e-5, atol=1e-5)
+        assert_member_grads(model, m, single)
+    runs = train_population_and_record(
+        configs, [tmp_path / "a", tmp_path / "b"], data_dir=mnist_dir, max_train_samples=2000, device="cpu", progress=False
+    )
+    for run_dir, result, summary in runs:
+        assert summary["status"] == "completed" and result.best_val_acc > 0.5
+        loaded, config, _, _ = load_model(run_dir)
+        assert config.norm == "rms" and isinstance(loaded.net[2], nn.PReLU)
+        for (name, p), q in zip(loaded.state_dict().items(), result.model.state_dict().values(), strict=True):
+            assert torch.equal(p, q), name
+    assert not torch.equal(runs[0][1].model.net[2].weight, runs[1][1].model.net[2].weight)  # each member's own PReLU slope

@@ -1,4 +1,7 @@
-"""Label smoothing, max-norm, input dropout and the learning-rate schedules, each against an independent computation."""
+"""Label smoothing, max-norm, input dropout and the learning-rate schedules, each against an independent computation.
+
+The engine's step is driven for a population of one (conftest.OneMember) and compared with plain autograd on a copy of the model.
+"""
 
 import contextlib
 import copy
@@ -7,18 +10,18 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import OneMember
+from plain_torch import make_optimizer
 
 from mnist_lib import MLP, Config, train
 from mnist_lib.core.errors import UserError
-from mnist_lib.training.backprop import ReluTrainStep
-from mnist_lib.training.engine import TrainStep
-from mnist_lib.training.train import make_optimizer, make_scheduler
+from mnist_lib.training.setup import make_scheduler
 
 
-@pytest.fixture(params=[ReluTrainStep, TrainStep], ids=["hand-written", "autograd"])
-def step_for(request):
-    """step_for(model, cfg, **options): a training step of each engine, so every regulariser is checked on both."""
-    return lambda model, cfg, **kw: request.param(model, make_optimizer(model, cfg, torch.device("cpu")), **kw)
+@pytest.fixture
+def step_for():
+    """step_for(model, cfg, **changes): the engine's step for `model` alone, with these config fields changed."""
+    return OneMember
 
 
 @pytest.mark.parametrize("eps", [0.1, 0.3])

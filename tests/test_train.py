@@ -83,10 +83,10 @@ def test_the_best_epochs_weights_are_kept_when_it_is_not_the_last(small_data, mo
     snapshots = []
 
     def fake_evaluate(model, x, y):
-        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
-        return {"loss": 1.0, "acc": next(scripted)}
+        snapshots.append(model.member(0).state_dict())
+        return [1.0], [next(scripted)]
 
-    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    monkeypatch.setattr(train_mod, "evaluate_members", fake_evaluate)
     result = train(QUICK.replace(epochs=4), small_data, device="cpu", threads=2, progress=False)
     assert result.best_epoch == 2 and result.best_val_acc == 0.90 and result.final_val_acc == 0.80
     final = result.model.state_dict()
@@ -105,35 +105,33 @@ def test_ctrl_c_ends_the_run_as_interrupted_with_the_best_weights(small_data, mo
 
 def test_bf16_precision_really_runs_in_bf16(small_data, monkeypatch):
     """The same seed in fp32 and bf16: the step's dtype is bfloat16, its matmuls see bf16 operands, and the metrics differ."""
-    from mnist_lib.training.model import MLP
-    from mnist_lib.training.train import build_step
+    from conftest import OneMember
 
     cfg = QUICK.replace(precision="bf16")
-    step, _ = build_step(MLP.from_config(cfg), cfg, small_data, torch.device("cpu"))
-    assert step.dtype == torch.bfloat16
-    seen = []
-    real_addmm = torch.addmm
-    monkeypatch.setattr(torch, "addmm", lambda *a, **k: seen.append(a[1].dtype) or real_addmm(*a, **k))
-    step(small_data.x_train[:64], small_data.y_train[:64])
-    monkeypatch.undo()
-    assert seen and set(seen) == {torch.bfloat16}
+    step = OneMember(MLP.from_config(cfg), cfg)
+    assert step.step.dtype == torch.bfloat16
+    with torch.profiler.profile(record_shapes=True) as prof:
+        step(small_data.x_train[:64], small_data.y_train[:64])
+    seen = [e.input_dtypes[:3] for e in prof.events() if e.name == "aten::addmm"]  # a population of one: 2-D layers
+    # each layer's matmul runs on bfloat16 operands (autocast's cast of the fp32 call, which the profiler lists too)
+    assert sum(types == ["c10::BFloat16"] * 3 for types in seen) == len(cfg.hidden) + 1, seen
     fp32 = train(QUICK.replace(epochs=1), small_data, device="cpu", threads=2, progress=False)
     bf16 = train(cfg.replace(epochs=1), small_data, device="cpu", threads=2, progress=False)
     assert fp32.history[0]["train_loss"] != bf16.history[0]["train_loss"]
     assert bf16.best_val_acc > 0.85  # and it still learns
 
 
-def test_build_step_passes_every_option_to_the_step(small_data):
-    """The config's regularisers and augmentation reach the step (the step itself is tested in test_regularisers)."""
-    from mnist_lib.training.model import MLP
-    from mnist_lib.training.train import build_step
+def test_the_step_takes_every_option_of_the_config(small_data):
+    """The config's regularisers, schedule and augmentation reach the step (the step itself is tested in test_regularisers)."""
+    from mnist_lib.training.stacked import StackedMLP
+    from mnist_lib.training.train import PopulationStep
 
     cfg = QUICK.replace(label_smoothing=0.1, max_norm=3.0, aug_rotate=10, lr_schedule="cosine")
-    step, plateau = build_step(MLP.from_config(cfg), cfg, small_data, torch.device("cpu"))
-    assert (step.label_smoothing, step.max_norm) == (0.1, 3.0) and plateau is None and step.scheduler is not None
-    assert step.augment.rotate == 10 and step.augment.background == pytest.approx(-small_data.mean / small_data.std)
-    _, plateau = build_step(MLP.from_config(QUICK), QUICK, small_data, torch.device("cpu"))
-    assert plateau is not None
+    step = PopulationStep([cfg], StackedMLP([MLP.from_config(cfg)]), small_data, 10)
+    assert (step.label_smoothing.tolist(), step.max_norm.tolist()) == ([pytest.approx(0.1)], [3.0]) and not step.plateaus
+    assert step.lr_table[0] == 1.0 and step.lr_table[-1] == pytest.approx(0.0, abs=1e-9)  # cosine, over every step
+    assert step.augments[0].rotate == 10 and step.augments[0].background == pytest.approx(-small_data.mean / small_data.std)
+    assert len(PopulationStep([QUICK], StackedMLP([MLP.from_config(QUICK)]), small_data, 10).plateaus) == 1
 
 
 def test_epoch_metrics_are_the_mean_loss_and_accuracy_over_the_training_split(small_data):
@@ -161,14 +159,14 @@ def test_a_tie_keeps_the_earlier_epoch(small_data, monkeypatch):
     """Equal validation accuracy later is not an improvement: the first epoch to reach the best is kept."""
     train_mod = importlib.import_module("mnist_lib.training.train")
     scripted = iter([0.80, 0.90, 0.90])
-    monkeypatch.setattr(train_mod, "evaluate", lambda model, x, y: {"loss": 1.0, "acc": next(scripted)})
+    monkeypatch.setattr(train_mod, "evaluate_members", lambda model, x, y: ([1.0], [next(scripted)]))
     assert train(QUICK.replace(epochs=3), small_data, device="cpu", threads=2, progress=False).best_epoch == 2
 
 
 def test_only_a_non_finite_validation_loss_also_stops_the_run(small_data, monkeypatch):
     train_mod = importlib.import_module("mnist_lib.training.train")
     losses = iter([1.0, float("nan"), 1.0])
-    monkeypatch.setattr(train_mod, "evaluate", lambda model, x, y: {"loss": next(losses), "acc": 0.5})
+    monkeypatch.setattr(train_mod, "evaluate_members", lambda model, x, y: ([next(losses)], [0.5]))
     result = train(QUICK.replace(epochs=3), small_data, device="cpu", threads=2, progress=False)
     assert result.status == "diverged" and len(result.history) == 2
 

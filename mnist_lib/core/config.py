@@ -33,6 +33,7 @@ MAX_SEED = 2**32 - 1  # numpy's seed range (Optuna's samplers), inside torch.man
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("plateau", "cosine", "onecycle")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+# the names of training/model.py's layer tables; model.register_activation and register_norm extend both
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "leaky_relu")
 NORMS = ("none", "batch", "layer")
 
@@ -71,6 +72,14 @@ def _registered_datasets() -> tuple[str, ...]:
     return tuple(datasets.DATASETS)  # read at each check: a dataset registered later is a valid choice
 
 
+def _registered_activations() -> tuple[str, ...]:
+    return ACTIVATIONS  # the module global, read at each check: model.register_activation extends it
+
+
+def _registered_norms() -> tuple[str, ...]:
+    return NORMS
+
+
 @dataclass(frozen=True)
 class Config:
     """Hyperparameters of one training run (reference values by default)."""
@@ -87,8 +96,10 @@ class Config:
     nesterov: bool = _f(False, "sgd only: Nesterov momentum (needs momentum > 0)")
     hidden: tuple[int, ...] = _f((512, 256, 128), "hidden layer widths, input to output")
     dropout: tuple[float, ...] = _f((0.4, 0.3, 0.3), "dropout rate after each hidden layer")
-    activation: str = _f("relu", "hidden-layer nonlinearity: relu, gelu, silu, tanh or leaky_relu (slope 0.01)", ACTIVATIONS)
-    norm: str = _f("none", "normalization per hidden layer, Linear -> norm -> activation -> dropout: none, batch or layer", NORMS)
+    activation: str = _f("relu", "hidden-layer nonlinearity: relu, gelu, silu, tanh or leaky_relu (slope 0.01)", _registered_activations)
+    norm: str = _f(
+        "none", "normalization per hidden layer, Linear -> norm -> activation -> dropout: none, batch or layer", _registered_norms
+    )
     lr_schedule: str = _f(
         "plateau", "plateau (ReduceLROnPlateau), cosine (anneal to 0 over all steps) or onecycle (warm up to lr, then anneal)", LR_SCHEDULES
     )

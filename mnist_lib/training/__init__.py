@@ -1,4 +1,4 @@
-"""Model and training: the MLP (model), batch augmentation (augment), the autograd step (engine) and its hand-written ReLU fast path (backprop), the loop (train) and what it shares (setup), many models side by side (population), CUDA-graph replay (graphs), metrics (evaluate), memory estimates (memory).
+"""Model and training: the MLP (model), batch augmentation (augment), M models as one (stacked), their optimizer (optim), the one step and loop (train) and what it sets up (setup), CUDA-graph replay (graphs), metrics (evaluate), memory estimates (memory).
 
 Imports core and data.
 """

@@ -42,6 +42,29 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return _loss_acc(predict_logits(model, x, batch_size), y)
 
 
+@torch.no_grad()
+def evaluate_members(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH
+) -> tuple[list[float], list[float]]:
+    """evaluate() for each member of a population (a stacked.StackedMLP) on the shared (x, y): ([mean loss], [accuracy]).
+
+    fp32 and eval mode, as evaluate(); the previous mode is restored.
+    """
+    was_training, members = model.training, model.n_members
+    model.eval()
+    loss = torch.zeros(members, device=x.device)
+    correct = torch.zeros(members, dtype=torch.long, device=x.device)
+    try:
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
+            logits = model(xb.float().flatten(1).expand(members, -1, -1)).float()
+            target = yb.expand(members, -1)
+            loss += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(1)
+            correct += (logits.argmax(2) == target).sum(1)
+    finally:
+        model.train(was_training)
+    return (loss / len(y)).tolist(), [c / len(y) for c in correct.tolist()]
+
+
 def _loss_acc(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     loss = F.cross_entropy(logits, y, reduction="sum").item() / len(y)
     acc = (logits.argmax(1) == y).sum().item() / len(y)

@@ -15,7 +15,9 @@ momentum live in device tensors indexed by a device step counter) and the runnin
 loss and accuracy sums. The shorter last batch of an epoch runs eagerly through
 the same step on the same tensors: a second graph for one batch per epoch would
 cost a capture for nothing. Plateau schedules and divergence masks change device
-tensors between epochs, which the graph reads at replay.
+tensors between epochs, which the graph reads at replay; when they make the members'
+hyperparameters differ, the optimizer leaves its fused path (optim.py) and the
+step is captured again.
 
 The first WARMUP full batches of the first epoch run eagerly, on the capture's
 side stream, before the capture: they create the optimizer state and cuBLAS's
@@ -25,6 +27,8 @@ workspaces that a capture may not allocate. They are real training steps.
 from __future__ import annotations
 
 import torch
+
+from .setup import gather_batch
 
 WARMUP = 3  # eager steps before the capture (torch's docs use 3 for whole-network capture)
 
@@ -40,11 +44,12 @@ class GraphedEpochs:
         self.loss_sum = torch.zeros(members, device=x.device)
         self.correct = torch.zeros(members, dtype=torch.long, device=x.device)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.mode = step.mode  # the host-side choices the graph holds (the optimizer's path, whether any member is masked)
         self.stream = torch.cuda.Stream(device=x.device)
 
     def _body(self) -> None:
         """One training step on the batch self.idx names, adding to the running sums: what the graph holds."""
-        batch_loss, batch_correct = self.step(self.x[self.idx], self.y[self.idx])
+        batch_loss, batch_correct = self.step(*gather_batch(self.x, self.y, self.idx))
         self.loss_sum += batch_loss
         self.correct += batch_correct
 
@@ -60,10 +65,12 @@ class GraphedEpochs:
         """Train one epoch over each member's order `perms` [M, n]; returns each member's (loss sum, correct count), on the device."""
         self.loss_sum.zero_()
         self.correct.zero_()
+        if self.step.mode != self.mode:  # the members' hyperparameters came apart (plateau), or one diverged
+            self.graph, self.mode = None, self.step.mode  # capture again, at this epoch's first full batch
         batches = perms.split(self.batch_size, dim=1)
         for i, rows in enumerate(batches):
             if rows.shape[1] < self.batch_size:  # the shorter last batch: eager, same step, same tensors
-                batch_loss, batch_correct = self.step(self.x[rows], self.y[rows])
+                batch_loss, batch_correct = self.step(*gather_batch(self.x, self.y, rows))
                 self.loss_sum += batch_loss
                 self.correct += batch_correct
                 continue

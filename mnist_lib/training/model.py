@@ -4,8 +4,11 @@ model = MLP(hidden=(512, 256, 128), dropout=(0.4, 0.3, 0.3))   # the reference
 count_params(model)   # 567434
 MLP.from_config(Config(activation="gelu", norm="batch", dataset="fashion-mnist"))
 
-Any layer torch.nn has can go in: the training step is autograd's (engine.py),
-so an activation or a norm needs a line in ACTIVATIONS or NORM_LAYERS and nothing else.
+Any layer torch.nn has can go in: register_activation("mish", nn.Mish) or
+register_norm("rms", nn.RMSNorm), and it trains everywhere (on the CPU, on CUDA,
+in populations and under a CUDA graph), since the one training engine
+(stacked.py) walks this module's layer list. An activation must act elementwise;
+a norm is built from the layer's width.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..core import config as config_module
 from ..core import datasets
 from ..core.config import N_CLASSES, Config
 
@@ -23,36 +27,33 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tan
 NORM_LAYERS = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
 
 
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+def register_activation(name: str, module: type[nn.Module]) -> None:
+    """Make `name` a valid Config.activation, built as module(): an elementwise nonlinearity."""
+    ACTIVATIONS[name] = module
+    config_module.ACTIVATIONS = (*dict.fromkeys((*config_module.ACTIVATIONS, name)),)
+
+
+def register_norm(name: str, module: type[nn.Module]) -> None:
+    """Make `name` a valid Config.norm, built as module(width) between each hidden Linear and its activation."""
+    NORM_LAYERS[name] = module
+    config_module.NORMS = (*dict.fromkeys((*config_module.NORMS, name)),)
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p, dtype: torch.dtype = torch.float32, device=None, scale=None) -> torch.Tensor:
     """Inverted-dropout multipliers: 1 / (1 - p) where a unit is kept (probability 1 - p), 0 where dropped.
 
-    Drawn as `torch.rand(shape) >= p`, in place on the float32 uniforms (so p is
-    not rounded to 8 bits under bf16). One multiply by this mask is about 3x
-    cheaper on the CPU than nn.Dropout's `bernoulli_`, and than `masked_fill`, in
-    the forward and the backward pass alike. Under bf16 the mask is bfloat16, so
-    the scale is `dropout_scale(p, bfloat16)`, rounded to 8 bits.
+    The one dropout computation: Dropout calls it with a float p, a population
+    (stacked.py) with p and scale as [M, 1, 1] tensors, one rate per member, from
+    one uniform draw for all members. Drawn as `torch.rand(shape) >= p`, in place on
+    the float32 uniforms (so p is not rounded to 8 bits under bf16). One multiply by
+    this mask is about 3x cheaper on the CPU than nn.Dropout's `bernoulli_`, and
+    than `masked_fill`, in the forward and the backward pass alike. Under bf16 the
+    mask is bfloat16, so the scale is 1 / (1 - p) rounded to 8 bits.
     """
     mask = torch.rand(shape, device=device).ge_(p)  # 1.0 kept, 0.0 dropped
-    return mask.to(dtype).mul_(1.0 / (1.0 - p))  # rounded to dtype: dropout_scale(p, dtype), without a host sync
-
-
-def dropout_scale(p: float, dtype: torch.dtype = torch.float32) -> float:
-    """1 / (1 - p) as `dtype` holds it: the factor keep_mask gives a kept unit, and so its gradient.
-
-    A backward written by hand must multiply by this value, not the exact 1 / (1 - p):
-    under bf16 the two differ by up to 0.4 % (p = 0.4: 1.6640625 against 1.6667).
-    """
-    return torch.tensor(1.0 / (1.0 - p), dtype=dtype).item()  # once per step's construction, not per batch
-
-
-def inverted_dropout(x: torch.Tensor, p: float, inplace: bool = False) -> torch.Tensor:
-    """x times keep_mask: each entry zeroed with probability p, the rest scaled by 1 / (1 - p).
-
-    The one dropout computation: Dropout and the hand-written ReLU step both call
-    it, so the same random state gives them the same mask.
-    """
-    mask = keep_mask(x.shape, p, x.dtype, x.device)
-    return x.mul_(mask) if inplace else x * mask
+    if dtype != mask.dtype:  # no call at all when it would change nothing: each op counts on a GPU
+        mask = mask.to(dtype)
+    return mask.mul_(1.0 / (1.0 - p) if scale is None else scale)  # rounded to dtype, without a host sync
 
 
 class Dropout(nn.Module):
@@ -70,7 +71,7 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        return inverted_dropout(x, self.p)
+        return x * keep_mask(x.shape, self.p, x.dtype, x.device)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -1,69 +1,393 @@
-"""The training loop: in-memory batches, fused optimizers, lr schedules, best-by-validation weights.
+"""The training engine: any number of MLPs, one step and one loop, on every device.
 
     data = prepare_data(cfg)
-    result = train(cfg, data, device="auto", threads=2)
+    result = train(cfg, data, device="auto", threads=2)        # one run: a population of one
     result.history[-1]   # {'epoch': 25, 'train_loss': ..., 'val_acc': ..., 'lr': ..., 'seconds': ...}
+    results = train_population([cfg.replace(seed=s) for s in range(8)], data)   # a TrainResult per member
+
+A population is M models of one architecture trained side by side
+(stacked.StackedMLP): every layer is one batched matmul for all members, and
+every parameter of every member lives in one flat buffer, which the optimizer
+updates in a few whole-buffer ops (optim.FlatOptimizer). A single run is a
+population of one, so one config runs the same code on the CPU, on CUDA, in a
+population and under a CUDA graph (graphs.py); the graph is a replay of this
+very step, and `graph=False` runs it eagerly, nothing else changed.
 
 The whole split lives on the device as one tensor; each epoch draws a random
-permutation on that device and slices it into batches, so no DataLoader, no
-per-sample work and no host round trip per step (the loss and accuracy sums stay
-on the device until the epoch ends). Each step is build_step's: autograd's
-(engine.TrainStep), or the hand-written backprop.ReluTrainStep for relu without
-norm; then the fused optimizer. The same seed, machine and thread count give
-identical metrics.
+permutation per member on that device and slices it into batches, so no
+DataLoader, no per-sample work and no host round trip per step (the loss and
+accuracy sums stay on the device until the epoch ends). The same seed, machine
+and thread count give identical metrics.
+
+What members must share (`SHARED_FIELDS`): the shapes (dataset, hidden widths,
+batch size, epochs, validation split), the precision and the categorical choices
+(activation, norm, optimizer, nesterov, lr schedule). Everything else is per
+member: seed (initial weights and batch order), lr, weight decay, momentum,
+dropout rates, input dropout, label smoothing, max-norm, the plateau schedule's
+factor and patience, and augmentation strengths.
+
+Members are independent: each one's loss is its own mean cross-entropy, and the
+population's loss is their sum, so each member's gradients are what it would get
+alone. A member whose loss or validation loss stops being finite is recorded
+`diverged` and masked out; the others go on.
+
+Dropout masks come from one draw for the whole population per layer, seeded by
+the first member's seed: one random-number call instead of M. So a member of a
+population trains on other masks than its single run (same initial weights, same
+batch order), and agrees with it in distribution, not to the digit
+(tests/test_population.py checks both halves: the step exactly, given the same
+masks; the runs statistically).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..core.config import Config
+from ..core.errors import UserError
 from ..data.splits import Data
 from .augment import Augment
-from .backprop import ReluTrainStep, supports
-from .engine import TrainStep
-from .evaluate import evaluate
+from .evaluate import evaluate_members
+from .graphs import GraphedEpochs
 from .model import MLP
-from .population import train_population
+from .optim import ADAM_BETAS, FlatOptimizer, per_member
 from .setup import (
+    DTYPES,
     TrainResult,
     check_trainable,
     examples_per_epoch,
-    make_optimizer,
+    gather_batch,
     make_scheduler,
     resolve_graph,
     select_device,
     set_threads,
 )
+from .stacked import StackedMLP
 
-ENGINES = ("auto", "autograd", "manual")
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
+# Config fields every member of one population must share; the rest may differ per member
+SHARED_FIELDS = (
+    "dataset",
+    "hidden",
+    "batch_size",
+    "epochs",
+    "val_size",
+    "split_seed",
+    "precision",
+    "activation",
+    "norm",
+    "optimizer",
+    "nesterov",
+    "lr_schedule",
+)
 
-def build_step(model: MLP, config: Config, data: Data, device: torch.device, engine: str = "auto") -> tuple[TrainStep, object | None]:
-    """The training step `config` asks for (optimizer, schedule, augmentation, regularisers), and the
-    ReduceLROnPlateau to step per epoch (None for per-step schedules).
 
-    engine: "auto" (the hand-written ReLU step for relu without norm, else autograd),
-    "autograd" (always), or "manual" (the hand-written step; an error outside its family).
+def population_key(config: Config) -> tuple:
+    """What a config must share with the others of its population: configs with equal keys can train together."""
+    return tuple(getattr(config, name) for name in SHARED_FIELDS)
+
+
+def check_compatible(configs: Sequence[Config]) -> None:
+    """A UserError naming the first shared field on which `configs` differ."""
+    if not configs:
+        raise UserError("a population needs at least one config")
+    for name in SHARED_FIELDS:
+        values = {repr(getattr(c, name)) for c in configs}
+        if len(values) > 1:
+            raise UserError(f"configs of one population must share {name}; got {', '.join(sorted(values))}")
+
+
+def group_configs(configs: Sequence[Config]) -> list[list[int]]:
+    """Indices of `configs` grouped into populations (equal population_key), in order of first appearance."""
+    groups: dict[tuple, list[int]] = {}
+    for i, cfg in enumerate(configs):
+        groups.setdefault(population_key(cfg), []).append(i)
+    return list(groups.values())
+
+
+def schedule_table(config: Config, steps_per_epoch: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(lr factor, momentum factor) for every step of a per-step schedule, from torch's own scheduler; None for plateau.
+
+    Run once at lr 1 (and, for SGD, momentum 0.5, scaled back by 2): cosine and one-cycle
+    scale with the base lr and momentum, so member m's lr at step t is its lr times
+    lr_factor[t] (and its momentum times momentum_factor[t]), to the last bit or two
+    of what its single run's scheduler gives. For Adam the momentum column is beta1 itself.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    opt = make_optimizer(model, config, device)
-    plateau, per_step = make_scheduler(opt, config, math.ceil(len(data.y_train) / config.batch_size))
-    augment = Augment.from_config(config, background=-data.mean / data.std)  # None unless a strength is set
-    options = {"label_smoothing": config.label_smoothing, "max_norm": config.max_norm, "scheduler": per_step, "augment": augment}
-    # the hand-written ReLU step where it applies (faster on the CPU, same gradients), autograd for everything else;
-    # "manual" asks for the hand-written step, which refuses a model outside its family
-    hand_written = engine == "manual" or (engine == "auto" and supports(model))
-    step_class = ReluTrainStep if hand_written else TrainStep
-    return step_class(model, opt, config.precision, **options), plateau
+    if config.lr_schedule == "plateau":
+        return None
+    sgd = config.optimizer == "sgd"
+    stand_in = config.replace(lr=1.0, momentum=0.5 if sgd else 0.0, nesterov=False, weight_decay=0.0)
+    dummy = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([dummy], lr=1.0, momentum=0.5) if sgd else torch.optim.Adam([dummy], lr=1.0)
+    _, scheduler = make_scheduler(opt, stand_in, steps_per_epoch)
+    opt.step()  # nothing to update (no gradient); tells the scheduler the optimizer has stepped
+    lrs, moms = [], []
+    for _ in range(config.epochs * steps_per_epoch + 1):
+        group = opt.param_groups[0]
+        lrs.append(group["lr"])
+        moms.append(group["momentum"] * 2 if sgd else group["betas"][0])
+        if len(lrs) < config.epochs * steps_per_epoch + 1:
+            scheduler.step()
+    return torch.tensor(lrs, dtype=torch.float64), torch.tensor(moms, dtype=torch.float64)
+
+
+def _plateau(config: Config) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """config's ReduceLROnPlateau (its lr, factor and patience) on a stand-in optimizer: the member's lr, epoch by epoch."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    return make_scheduler(opt, config, 1)[0]
+
+
+class PopulationStep:
+    """One optimizer step of every active member on its own batch: x [M, B, 784], y [M, B]."""
+
+    def __init__(self, configs: Sequence[Config], model: StackedMLP, data: Data, steps_per_epoch: int) -> None:
+        first = configs[0]
+        self.model, self.dtype = model, DTYPES[first.precision]
+        device = model.flat.device
+        self.configs = list(configs)
+        self.optimizer = FlatOptimizer(
+            model,
+            first.optimizer,
+            [c.lr for c in configs],
+            [c.weight_decay for c in configs],
+            [c.momentum for c in configs],
+            first.nesterov,
+        )
+        self.label_smoothing = per_member([c.label_smoothing for c in configs], device)
+        self.max_norm = per_member([c.max_norm for c in configs], device)
+        self.base_lr = self.optimizer.lr.clone()  # plateau: lowered in place at epoch ends
+        self.base_momentum = self.optimizer.momentum.clone()
+        self.sgd = first.optimizer == "sgd"
+        # factors per step on the device, indexed by a device step counter: no host work per step, and a
+        # captured step (CUDA graph) advances its own schedule. Plateau and constant schedules: factor 1
+        total = first.epochs * steps_per_epoch + 1
+        table = schedule_table(first, steps_per_epoch)
+        lr_factor = table[0] if table is not None else torch.ones(total)
+        # momentum cycles under one-cycle only; otherwise SGD keeps its own (factor 1) and Adam torch's beta1
+        momentum = table[1] if first.lr_schedule == "onecycle" else torch.full((total,), 1.0 if self.sgd else ADAM_BETAS[0])
+        self.lr_table, self.momentum_table = lr_factor.to(device, torch.float32), momentum.to(device, torch.float32)
+        self.per_step = table is not None  # plateau: the lr moves only at epoch ends, so a step spends no op on it
+        self.smooths = any(c.label_smoothing > 0 for c in configs)
+        self.plateaus = [_plateau(c) for c in configs] if first.lr_schedule == "plateau" else []
+        self.t = torch.zeros(1, dtype=torch.long, device=device)
+        self.any_max_norm = any(c.max_norm > 0 for c in configs)
+        self.augments = [Augment.from_config(c, background=-data.mean / data.std) for c in configs]
+        self.augmenting = any(a is not None for a in self.augments)
+        # bf16: one autocast context, entered per step; no weight-cast cache, since under CUDA-graph capture each
+        # replay must cast the current weights
+        bf16 = self.dtype != torch.float32
+        self.autocast = torch.autocast(device.type, dtype=self.dtype, cache_enabled=False) if bf16 else None
+        self.active = torch.ones(len(configs), dtype=torch.bool, device=device)
+        self.min_batch = 2 if first.norm == "batch" else 1
+        # the members' lr and activity as the host knows them: they decide the optimizer's fused path
+        self.host_lr, self.host_active = [c.lr for c in configs], [True] * len(configs)
+        self.apply_schedule()
+        self._choose_update()
+
+    def _choose_update(self) -> None:
+        """torch's fused update while the members' hyperparameters agree, the per-member one once they differ."""
+        configs = self.configs
+        cycles = configs[0].lr_schedule == "onecycle"  # beta1 or momentum moves every step: the fused kernel takes numbers
+        lrs = [lr if active else 0.0 for lr, active in zip(self.host_lr, self.host_active, strict=True)]
+        self.optimizer.use_fused(lrs, [c.weight_decay for c in configs], [c.momentum for c in configs], cycles)
+        # what a captured step depends on besides device tensors: a change means capturing again (graphs.py)
+        self.mode = (self.optimizer.fused, all(self.host_active))
+
+    def apply_schedule(self) -> None:
+        """Set each member's lr (and momentum, or Adam's beta1) for step t, on the device; lr 0 for masked members."""
+        factor = self.lr_table.index_select(0, self.t)
+        torch.mul(self.base_lr * factor, self.active, out=self.optimizer.lr)
+        momentum = self.momentum_table.index_select(0, self.t)
+        if self.sgd:
+            torch.mul(self.base_momentum, momentum, out=self.optimizer.momentum)
+        else:
+            self.optimizer.beta1.copy_(momentum.expand_as(self.optimizer.beta1))
+
+    def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward; returns each member's (summed loss, correct count), [M] tensors."""
+        if not self.model.training:
+            self.model.train()
+        if self.augmenting:
+            x = torch.stack([a(xm) if a is not None else xm for a, xm in zip(self.augments, x, strict=True)])
+        if self.autocast is None:
+            logits = self.model.logits(x)  # [M * B, classes]
+        else:
+            with self.autocast:
+                logits = self.model.logits(x)
+            logits = logits.float()
+        target = y.view(-1)
+        if self.smooths:  # F.cross_entropy's label smoothing, with each member's own eps
+            log_probs = torch.log_softmax(logits, -1).view(*y.shape, -1)
+            nll = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2).mean(1)  # [M]
+            eps = self.label_smoothing
+            loss = (1 - eps) * nll - eps * log_probs.mean(2).mean(1)
+        else:
+            loss = F.cross_entropy(logits, target, reduction="none").view(y.shape).mean(1)  # [M]: each member's mean
+        self.optimizer.zero_grad()
+        (loss if self.mode[1] else torch.where(self.active, loss, 0.0)).sum().backward()  # a masked member learns nothing
+        with torch.no_grad():
+            return loss.detach() * y.shape[1], (logits.argmax(1) == target).view(y.shape).sum(1)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss_sum, correct = self.gradients(x, y)
+        self.optimizer.step()
+        if self.any_max_norm:
+            self._renorm()
+        if self.per_step:
+            self.t += 1
+            self.apply_schedule()
+        return loss_sum, correct
+
+    @torch.no_grad()
+    def _renorm(self) -> None:
+        """Max-norm per member, as Tensor.renorm_: rows of norm above c scaled to c / (norm + 1e-7); c = 0 means none."""
+        c = self.max_norm.view(-1, 1, 1)
+        for w in self.model.linear_weights()[:-1]:
+            norms = w.norm(dim=2, keepdim=True)
+            scale = torch.where((c > 0) & (norms > c), c / (norms + 1e-7), 1.0)
+            w.mul_(scale)
+
+    def end_epoch(self, val_losses: Sequence[float]) -> None:
+        """Step each member's plateau schedule on its validation loss, then refresh the optimizer's lr."""
+        if not self.plateaus:
+            return
+        for plateau, loss in zip(self.plateaus, val_losses, strict=True):
+            if math.isfinite(loss):
+                plateau.step(loss)
+        self.host_lr = [p.optimizer.param_groups[0]["lr"] for p in self.plateaus]
+        self.base_lr.copy_(per_member(self.host_lr, self.base_lr.device))
+        self.apply_schedule()
+        self._choose_update()
+
+    def mask(self, m: int) -> None:
+        """Stop training member m: lr 0 and gradients ignored from now on."""
+        self.active[m] = False
+        self.host_active[m] = False
+        self.apply_schedule()
+        self._choose_update()
+
+
+def train_population(
+    configs: Sequence[Config],
+    data: Data,
+    *,
+    device: str | torch.device = "auto",
+    threads: int | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    graph: bool | None = None,
+) -> list[TrainResult]:
+    """Train every config at once; a TrainResult per member, in order, each as train() would return it.
+
+    on_epoch(m, row) is called after each epoch for every member m still training.
+    graph: replay the step as a CUDA graph (graphs.py); None means on CUDA, off elsewhere.
+
+    Each member's initial weights and batch order come from its own seed, exactly as
+    in its single run; its dropout masks come from the population's shared stream.
+    `train_seconds` and each epoch's `seconds` are the population's wall time, shared.
+    """
+    check_compatible(configs)
+    first = configs[0]
+    check_trainable(first, len(data.y_train))
+    dev = device if isinstance(device, torch.device) else select_device(device)
+    n_threads = set_threads(threads)
+    data = data.to(dev)
+    members = []
+    gens = []
+    for cfg in configs:
+        torch.manual_seed(cfg.seed)  # weight init, as train() does
+        members.append(MLP.from_config(cfg))
+        gens.append(torch.Generator(device=dev).manual_seed(cfg.seed))  # batch order, as train() does
+    model = StackedMLP(members, device=dev)
+    torch.manual_seed(first.seed)  # the shared dropout stream
+    n = len(data.y_train)
+    steps = math.ceil(n / first.batch_size)
+    step = PopulationStep(configs, model, data, steps)
+    x_train = data.x_train.to(step.dtype)
+    n_used = examples_per_epoch(n, first.batch_size, step.min_batch)
+    runner = GraphedEpochs(step, x_train, data.y_train, first.batch_size) if resolve_graph(graph, dev) else None
+    results = [TrainResult(model=members[m], device=str(dev), threads=n_threads) for m in range(len(configs))]
+    best = {name: tensor.clone() for name, tensor in model.state().items()}  # each member's best-by-validation weights, on the device
+    start = time.perf_counter()
+    bar = tqdm(range(1, first.epochs + 1), desc=f"epochs ({len(configs)} models)", unit="ep", disable=not progress)
+    try:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            lrs = step.optimizer.lr.tolist()
+            loss_sum, correct = population_epoch(step, x_train, data.y_train, first.batch_size, gens, runner)
+            val_loss, val_acc = evaluate_members(model, data.x_val, data.y_val)
+            seconds = time.perf_counter() - t0
+            improved = []
+            for m, result in enumerate(results):
+                if result.status != "completed":
+                    continue
+                row = {
+                    "epoch": epoch,
+                    "train_loss": loss_sum[m] / n_used,
+                    "train_acc": correct[m] / n_used,
+                    "val_loss": val_loss[m],
+                    "val_acc": val_acc[m],
+                    "lr": lrs[m],
+                    "seconds": seconds,
+                }
+                if on_epoch is not None:
+                    on_epoch(m, row)
+                if result.add_epoch(row):
+                    improved.append(m)
+                if result.status == "diverged":
+                    step.mask(m)
+            if improved:
+                model.copy_members(model.state(), best, improved)
+            step.end_epoch(val_loss)
+            if all(r.status != "completed" for r in results):
+                break
+            done = [r.history[-1]["val_acc"] for r in results if r.status == "completed"]
+            bar.set_postfix(best_val_acc=f"{max(done):.4f}")
+    except KeyboardInterrupt:
+        for r in results:
+            if r.status == "completed":
+                r.status = "interrupted"
+    finally:
+        bar.close()
+    total = time.perf_counter() - start
+    for m, result in enumerate(results):
+        result.model = model.member(m, best if result.best_epoch else None)  # best_epoch 0: never a best (diverged at once)
+        result.finish(total)
+    return results
+
+
+def population_epoch(
+    step: PopulationStep,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    gens: Sequence[torch.Generator],
+    runner: GraphedEpochs | None = None,
+) -> tuple[list[float], list[float]]:
+    """One pass per member over its own permutation (drawn from its generator, as train_epoch draws it).
+
+    Returns each member's summed loss and correct count; one host sync per epoch.
+    With a runner, full batches are CUDA-graph replays (graphs.py).
+    """
+    perms = torch.stack([torch.randperm(len(y), device=x.device, generator=g) for g in gens])
+    perms = perms[:, : examples_per_epoch(len(y), batch_size, step.min_batch)]
+    if runner is not None:
+        loss_sum, correct = runner.epoch(perms)
+        return loss_sum.tolist(), [float(c) for c in correct.tolist()]
+    loss_sum = torch.zeros(len(gens), device=x.device)
+    correct = torch.zeros(len(gens), dtype=torch.long, device=x.device)
+    for idx in perms.split(batch_size, dim=1):
+        batch_loss, batch_correct = step(*gather_batch(x, y, idx))
+        loss_sum += batch_loss
+        correct += batch_correct
+    return loss_sum.tolist(), [float(c) for c in correct.tolist()]
 
 
 def train(
@@ -74,80 +398,12 @@ def train(
     threads: int | None = None,
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
-    engine: str = "auto",
     graph: bool | None = None,
 ) -> TrainResult:
-    """Train an MLP per `config` on `data`; call `on_epoch(row)` after each epoch.
+    """Train an MLP per `config` on `data`: a population of one. Calls `on_epoch(row)` after each epoch.
 
-    graph: capture the step once as a CUDA graph and replay it per batch (graphs.py,
-    through a population of one). None means on CUDA with engine "auto", off
-    elsewhere; False is the eager step, for debugging. The graph draws its dropout
-    masks from the CUDA generator, so it matches the eager step in distribution.
+    graph: replay the step as a CUDA graph; None means on CUDA, off elsewhere;
+    False runs the same step eagerly (for debugging a graph).
     """
-    dev = device if isinstance(device, torch.device) else select_device(device)
-    if resolve_graph(graph, dev, engine):
-        callback = None if on_epoch is None else (lambda _member, row: on_epoch(row))
-        return train_population([config], data, device=dev, threads=threads, progress=progress, on_epoch=callback, graph=True)[0]
-    n_threads = set_threads(threads)
-    torch.manual_seed(config.seed)  # weight init and dropout masks
-    shuffle_gen = torch.Generator(device=dev).manual_seed(config.seed)
-
-    check_trainable(config, len(data.y_train))
-    data = data.to(dev)
-    model = MLP.from_config(config).to(dev)
-    step, plateau = build_step(model, config, data, dev, engine)
-    x_train = data.x_train.to(step.dtype)  # once, not per batch
-    result = TrainResult(model=model, device=str(dev), threads=n_threads)
-    best_state = None
-    n = len(data.y_train)
-    n = examples_per_epoch(n, config.batch_size, step.min_batch)  # train_epoch may skip a last batch of one
-    start = time.perf_counter()
-
-    bar = tqdm(range(1, config.epochs + 1), desc="epochs", unit="ep", disable=not progress)
-    try:
-        for epoch in bar:
-            t0 = time.perf_counter()
-            lr = step.optimizer.param_groups[0]["lr"]
-            train_loss, train_acc = train_epoch(step, x_train, data.y_train, config.batch_size, shuffle_gen)
-            val = evaluate(model, data.x_val, data.y_val)  # fp32, also after bf16 training
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss / n,
-                "train_acc": train_acc / n,
-                "val_loss": val["loss"],
-                "val_acc": val["acc"],
-                "lr": lr,
-                "seconds": time.perf_counter() - t0,
-            }
-            if on_epoch is not None:
-                on_epoch(row)
-            if result.add_epoch(row):
-                best_state = copy.deepcopy(model.state_dict())
-            if result.status == "diverged":
-                break
-            if plateau is not None:
-                plateau.step(row["val_loss"])
-            bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_acc=f"{row['val_acc']:.4f}", lr=f"{lr:.1e}")
-    except KeyboardInterrupt:
-        result.status = "interrupted"
-    finally:
-        bar.close()
-    result.finish(time.perf_counter() - start, best_state)
-    return result
-
-
-def train_epoch(step: TrainStep, x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator) -> tuple[float, float]:
-    """One pass over a fresh permutation of (x, y); returns the summed loss and the correct count.
-
-    The running sums stay on the device: one host sync per epoch, none per step.
-    Under BatchNorm a last batch of a single example is skipped (its batch statistics
-    are undefined), so at most one example per epoch goes unseen and the sums leave it out.
-    """
-    perm = torch.randperm(len(y), device=x.device, generator=gen)
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
-    for idx in perm[: examples_per_epoch(len(y), batch_size, step.min_batch)].split(batch_size):
-        batch_loss, batch_correct = step(x.index_select(0, idx), y.index_select(0, idx))
-        loss_sum += batch_loss
-        correct += batch_correct
-    return loss_sum.item(), float(correct.item())
+    callback = None if on_epoch is None else (lambda _member, row: on_epoch(row))
+    return train_population([config], data, device=device, threads=threads, progress=progress, on_epoch=callback, graph=graph)[0]

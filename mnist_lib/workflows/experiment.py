@@ -30,9 +30,8 @@ from ..records.runs import RunRecorder, environment, load_model, read_summary, u
 from ..training.evaluate import Report, classification_report
 from ..training.memory import check_fits, human, is_out_of_memory, training_bytes
 from ..training.model import count_params
-from ..training.population import check_compatible, train_population
 from ..training.setup import check_trainable, resolve_graph
-from ..training.train import TrainResult, select_device, set_threads, train
+from ..training.train import TrainResult, check_compatible, select_device, set_threads, train, train_population
 
 POPULATION_CHOICES = ("auto", "on", "off")  # multi_seed's population option
 
@@ -85,7 +84,7 @@ def train_population_and_record(
     progress: bool = True,
     graph: bool | None = None,
 ) -> list[tuple[Path, TrainResult, dict]]:
-    """Train `configs` side by side as one population (training/population.py); a run record per member in `run_dirs`.
+    """Train `configs` side by side as one population (training/train.py); a run record per member in `run_dirs`.
 
     Each record has the layout and fields of a single run's, plus population_size.
     Its train_seconds is the population's wall time, shared by all its members.
@@ -292,7 +291,7 @@ def multi_seed(
 
     out_dir None means results/runs/<name> (default name: a timestamp), as for one run.
     population: "on" trains the seeds side by side as one population
-    (training/population.py), "off" one after another, "auto" side by side on CUDA
+    (training/train.py), "off" one after another, "auto" side by side on CUDA
     only (on the CPU a population is slower per model: benchmarks/population.py).
 
     Writes out_dir/summary.csv (a row per seed) and out_dir/summary.json (config,

@@ -201,7 +201,7 @@ def run_population_batch(spec: SweepSpec, study, stage: str, batch: list) -> Non
     """
     from optuna.trial import TrialState
 
-    from ..training.population import group_configs
+    from ..training.train import group_configs
     from .experiment import train_population_and_record
 
     out = sweep_dir(spec)
@@ -488,7 +488,7 @@ def queue_grid(spec: SweepSpec, grid, recover: bool) -> None:
     existing = queued_points(grid)
     points = spec.iter_grid_points()
     if spec.population_size(trial_device(spec)) > 1:  # compatible points side by side in the queue: whole populations
-        from ..training.population import group_configs
+        from ..training.train import group_configs
 
         listed = spec.grid_points()
         points = (listed[i] for group in group_configs([spec.config_for(p) for p in listed]) for i in group)
