@@ -202,3 +202,38 @@ def test_overwrite_deletes_only_what_the_sweep_wrote(env):
     with pytest.raises(UserError, match=r"refusing to overwrite sweep folder .*o: it holds my_notes.md, which the sweep did not write"):
         sweep.run_sweep(spec, workers=1, overwrite=True)
     assert (out / "my_notes.md").read_text() == "mine" and (out / "trials.csv").read_text() == "old"
+
+
+def test_a_trial_killed_before_its_parameters_were_set_is_requeued_at_its_own_point(env):
+    """A population takes its batch first and sets each trial's parameters after: a kill in between leaves a RUNNING
+    trial with no parameters. Its point is the one queued for it, not an empty one a sampler would fill at random."""
+    spec = spec_at(env, grid={"lr": [1e-3, 2e-3, 3e-3]})
+    study = sweep.open_study(spec, sweep.GRID)
+    sweep.queue_grid(spec, study, recover=True)
+    taken = study.ask()  # taken from the queue (RUNNING), killed before any suggest_*: no params
+    assert taken.params == {}
+    queued = study.get_trials(deepcopy=False)[taken.number].system_attrs["fixed_params"]
+    assert sweep.requeue_killed(study) == 1
+    retry = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("retry_of") == taken.number]
+    assert len(retry) == 1 and retry[0].system_attrs["fixed_params"] == queued != {}
+
+
+def test_sqlite_workers_take_queued_trials_one_at_a_time(env):
+    """SQLite ignores SELECT ... FOR UPDATE, so asks hold a file lock in the sweep folder: an ask waits while another holds it."""
+    import fcntl
+
+    spec = spec_at(env)
+    study = sweep.open_study(spec, sweep.GRID)
+    sweep.queue_grid(spec, study, recover=True)
+    lock = sweep.sweep_dir(spec) / ".ask.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    taken = []
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another worker's ask, in the middle of taking a trial
+        asker = threading.Thread(target=lambda: taken.append(study.ask()))
+        asker.start()
+        asker.join(0.5)
+        assert asker.is_alive() and not taken  # waits for the lock
+    asker.join(10)
+    assert len(taken) == 1 and taken[0].params == {}  # then takes the next queued trial
+    assert ".ask.lock" in sweep.SWEEP_OUTPUTS  # --overwrite may delete it: the sweep wrote it

@@ -311,7 +311,10 @@ def requeue_killed(study) -> int:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "killed", True)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        # a grid trial's point is what was queued for it: a kill can land after the trial was taken and before its
+        # parameters were suggested (a population takes its batch first), when t.params is still empty
+        point = {**t.system_attrs.get("fixed_params", {}), **t.params}
+        study.enqueue_trial(point, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         n += 1
     return n
 
@@ -342,7 +345,7 @@ def _run_stage(spec: SweepSpec, stage: str, workers: int) -> None:
 # what a sweep writes in its folder (sweep_report, the workers, SQLite's own files); --overwrite deletes these and nothing else
 SWEEP_OUTPUTS = frozenset(
     {"study.db", "study.db-journal", "study.db-wal", "study.db-shm", "trials.csv", "best.json", "best_config.json", "figures", "runs",
-     "notebooks", "logs", ".lock"}
+     "notebooks", "logs", ".lock", ".ask.lock"}
 )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ Imports point one way: sweep -> sweep_report -> sweep_store -> sweep_spec.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
 from pathlib import Path
@@ -80,9 +81,34 @@ def open_study(spec: SweepSpec, stage: str, worker_index: int = 0):
         startup = min(5, max(1, spec.refine_trials // 3))
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
     with storage_errors(spec):
-        return optuna.create_study(
+        study = optuna.create_study(
             storage=storage(spec), study_name=f"{spec.name}:{stage}", sampler=sampler, direction="maximize", load_if_exists=True
         )
+    if storage_url(spec).startswith("sqlite"):
+        _one_ask_at_a_time(study, sweep_dir(spec) / ASK_LOCK)
+    return study
+
+
+ASK_LOCK = ".ask.lock"  # in the sweep folder: SQLite sweeps' workers take queued trials one at a time
+
+
+def _one_ask_at_a_time(study, lock_path: Path) -> None:
+    """Make study.ask (which study.optimize calls too) hold an exclusive file lock while it takes a trial.
+
+    Optuna takes a queued trial with SELECT ... FOR UPDATE, which SQLite ignores: two
+    worker processes could take the same queued trial and train it twice (seen: both
+    wrote runs/grid-0005 at once, and the second failed on its lock). A server
+    database (PostgreSQL, MySQL) honours FOR UPDATE, so only SQLite needs this.
+    """
+    ask = study.ask
+
+    def locked_ask(*args, **kwargs):
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as f:  # noqa: PTH123 - the file only carries the lock
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+            return ask(*args, **kwargs)
+
+    study.ask = locked_ask
 
 
 def counts(trial) -> bool:
