@@ -11,7 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
@@ -74,7 +73,13 @@ def test_two_machines_share_one_study_without_duplicates(tmp_path, postgres, mni
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-    table = pd.read_csv(tmp_path / "b" / "sweeps" / "pgshared" / "trials.csv")
+    # each machine wrote trials.csv when it finished, as it saw the study then (the other may still have been
+    # training: seen once, a refine trial "running" in b's table); read the shared study once both are done
+    from mnist_lib.workflows.sweep_report import trials_table
+    from mnist_lib.workflows.sweep_spec import load_spec
+
+    assert all((tmp_path / m / "sweeps" / "pgshared" / "trials.csv").is_file() for m in ("a", "b"))
+    table = trials_table(load_spec(sweep))  # the shared study, once both machines are done
     grid = table[table["stage"] == "grid"]
     assert len(grid) == 6 and len(grid[["lr", "seed"]].drop_duplicates()) == 6  # each point once, across both machines
     assert len(table[table["stage"] == "refine"]) == 2

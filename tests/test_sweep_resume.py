@@ -225,8 +225,8 @@ def test_sqlite_workers_take_queued_trials_one_at_a_time(env):
     spec = spec_at(env)
     study = sweep.open_study(spec, sweep.GRID)
     sweep.queue_grid(spec, study, recover=True)
-    lock = sweep.sweep_dir(spec) / ".ask.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock = env / "s.db.ask.lock"  # beside the study's database (spec_at's storage)
+    assert lock.parent.is_dir()
     taken = []
     with open(lock, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # another worker's ask, in the middle of taking a trial
@@ -236,4 +236,5 @@ def test_sqlite_workers_take_queued_trials_one_at_a_time(env):
         assert asker.is_alive() and not taken  # waits for the lock
     asker.join(10)
     assert len(taken) == 1 and taken[0].params == {}  # then takes the next queued trial
-    assert ".ask.lock" in sweep.SWEEP_OUTPUTS  # --overwrite may delete it: the sweep wrote it
+    assert "study.db.ask.lock" in sweep.SWEEP_OUTPUTS  # the default database's lock: --overwrite may delete it, the sweep wrote it
+    assert not (sweep.sweep_dir(spec) / "study.db.ask.lock").exists()  # nothing beside a database the sweep does not use

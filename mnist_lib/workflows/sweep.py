@@ -345,7 +345,7 @@ def _run_stage(spec: SweepSpec, stage: str, workers: int) -> None:
 # what a sweep writes in its folder (sweep_report, the workers, SQLite's own files); --overwrite deletes these and nothing else
 SWEEP_OUTPUTS = frozenset(
     {"study.db", "study.db-journal", "study.db-wal", "study.db-shm", "trials.csv", "best.json", "best_config.json", "figures", "runs",
-     "notebooks", "logs", ".lock", ".ask.lock"}
+     "notebooks", "logs", ".lock", "study.db.ask.lock"}
 )  # fmt: skip
 
 

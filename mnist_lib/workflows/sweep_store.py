@@ -84,12 +84,15 @@ def open_study(spec: SweepSpec, stage: str, worker_index: int = 0):
         study = optuna.create_study(
             storage=storage(spec), study_name=f"{spec.name}:{stage}", sampler=sampler, direction="maximize", load_if_exists=True
         )
-    if storage_url(spec).startswith("sqlite"):
-        _one_ask_at_a_time(study, sweep_dir(spec) / ASK_LOCK)
+    url = storage_url(spec)
+    if url.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        _one_ask_at_a_time(study, Path(f"{make_url(url).database}{ASK_LOCK_SUFFIX}"))
     return study
 
 
-ASK_LOCK = ".ask.lock"  # in the sweep folder: SQLite sweeps' workers take queued trials one at a time
+ASK_LOCK_SUFFIX = ".ask.lock"  # beside a SQLite database, as SQLite's own -journal: its workers take queued trials one at a time
 
 
 def _one_ask_at_a_time(study, lock_path: Path) -> None:
@@ -103,7 +106,6 @@ def _one_ask_at_a_time(study, lock_path: Path) -> None:
     ask = study.ask
 
     def locked_ask(*args, **kwargs):
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a") as f:  # noqa: PTH123 - the file only carries the lock
             fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
             return ask(*args, **kwargs)
