@@ -105,9 +105,14 @@ def make_scheduler(opt: torch.optim.Optimizer, config: Config, steps_per_epoch: 
     return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=config.lr_factor, patience=config.lr_patience), None
 
 
+def min_batch(config: Config) -> int:
+    """The smallest batch `config` can train on: BatchNorm's statistics need 2 examples, everything else 1."""
+    return 2 if config.norm == "batch" else 1
+
+
 def check_trainable(config: Config, n_train: int) -> None:
     """A UserError if an epoch of `config` on n_train examples would train on none (BatchNorm skips a last batch of one)."""
-    if examples_per_epoch(n_train, config.batch_size, 2 if config.norm == "batch" else 1) == 0:
+    if examples_per_epoch(n_train, config.batch_size, min_batch(config)) == 0:
         raise UserError(f"norm batch needs at least 2 training examples per epoch (batch statistics of one are undefined); got {n_train}")
 
 

@@ -65,7 +65,6 @@ class StackedMLP(nn.Module):
                 raise ValueError("members of a population must share their widths, activation and norm")
         self.n_members = len(members)
         self.batched = self.n_members > 1  # one member: 2-D layers, no member dimension (see _bind)
-        self.norm = template.norm
         rates = [[m.input_dropout, *m.dropout_rates()] if template.input_dropout > 0 else m.dropout_rates() for m in members]
         self._plan(template, torch.tensor(rates, dtype=torch.float32).T.contiguous())
         rows = [torch.cat([self._stacked_layout(k, p).reshape(-1) for k, p in enumerate(m.parameters())]) for m in members]
@@ -121,7 +120,6 @@ class StackedMLP(nn.Module):
         self.register_buffer("rates", rates)  # [dropout layers, M]
         # which layers draw masks at all, decided on the host: the forward must not sync (CUDA-graph capture)
         self.drops = [bool((r > 0).any()) for r in rates]
-        self.scales: dict[torch.dtype, torch.Tensor] = {}
 
     def _bind(self) -> None:
         """Make each parameter a leaf view into `flat`, and the matching views into `flat_grad` (again after .to()).
@@ -140,7 +138,7 @@ class StackedMLP(nn.Module):
         # [1, 1], and each stacked buffer as the layers take it, [M, ...] or, for one member, its own [...]
         self.rate_views = [r.view(-1, 1, 1) if self.batched else r.view(1, 1) for r in self.rates]
         self.buffer_views = [b if self.batched else b[0] for n, b in self.named_buffers() if n.startswith("stacked_buffer")]
-        self.scales = {}
+        self.scales: dict[torch.dtype, list[torch.Tensor]] = {}  # per dtype, filled on first use
 
     def leaf_views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
         """Views into an [M, P] buffer shaped as the leaves are (for parameters, gradients and optimizer state alike)."""

@@ -64,6 +64,7 @@ from .setup import (
     examples_per_epoch,
     gather_batch,
     make_scheduler,
+    min_batch,
     resolve_graph,
     select_device,
     set_threads,
@@ -185,7 +186,7 @@ class PopulationStep:
         bf16 = self.dtype != torch.float32
         self.autocast = torch.autocast(device.type, dtype=self.dtype, cache_enabled=False) if bf16 else None
         self.active = torch.ones(len(configs), dtype=torch.bool, device=device)
-        self.min_batch = 2 if first.norm == "batch" else 1
+        self.min_batch = min_batch(first)
         # the members' lr and activity as the host knows them: they decide the optimizer's fused path
         self.host_lr, self.host_active = [c.lr for c in configs], [True] * len(configs)
         self.apply_schedule()
