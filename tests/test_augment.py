@@ -132,9 +132,11 @@ def test_augmentation_fields_are_validated(changes, message):
 
 
 def test_training_augments_training_batches_only(small_data, monkeypatch):
+    from mnist_lib.training.augment import StackedAugment
+
     seen = []
-    real = Augment.__call__
-    monkeypatch.setattr(Augment, "__call__", lambda self, x: seen.append(x.shape[0]) or real(self, x))
+    real = StackedAugment.__call__
+    monkeypatch.setattr(StackedAugment, "__call__", lambda self, x: seen.append(x.shape[1]) or real(self, x))
     x_val = small_data.x_val.clone()
     cfg = Config(epochs=1, batch_size=500, hidden=(64,), dropout=(0.0,), aug_rotate=10, aug_elastic_alpha=1.5)
     result = train(cfg, small_data, device="cpu", threads=2, progress=False)
@@ -242,3 +244,44 @@ def test_augmented_versions_shows_each_image_then_n_seeded_draws():
 def test_kernel_radius_is_two_sigma_clipped_to_1_and_13():
     assert [len(gaussian_kernel(s)) for s in (0.2, 1.0, 2.6, 6.5, 8.0)] == [3, 5, 13, 27, 27]
     assert gaussian_kernel(1.0).dtype == torch.float32
+
+
+def test_a_population_augments_each_member_with_its_own_strengths_and_sigma():
+    """StackedAugment against F.affine_grid per member, on the same draws: padded bases, a member left untouched."""
+    import torch.nn.functional as F
+
+    from mnist_lib.training.augment import StackedAugment, smoothing_basis
+
+    augs = [
+        Augment(rotate=20, elastic_alpha=2, elastic_sigma=4, background=BG),
+        None,
+        Augment(translate=2, shear=10, scale=0.2, elastic_alpha=3, elastic_sigma=1.5, background=BG),
+    ]
+    assert smoothing_basis(4.0).shape[1] != smoothing_basis(1.5).shape[1]  # so the padding is exercised
+    x = torch.stack([digits(5, seed=s) for s in range(3)])
+    torch.manual_seed(0)
+    out = StackedAugment(augs, "cpu")(x)
+    torch.manual_seed(0)  # the same draws, in the documented order: elastic noise, then the affine parameters
+    k = max(smoothing_basis(4.0).shape[1], smoothing_basis(1.5).shape[1])
+    z, u = torch.randn(3, 10, k, k), torch.rand(5, 3, 5) * 2 - 1
+    assert torch.equal(out[1], x[1])
+    for m in (0, 2):
+        a = augs[m]
+        basis = smoothing_basis(a.elastic_sigma)
+        km = basis.shape[1]
+        field = (basis @ z[m, :, :km, :km] @ basis.t()).reshape(5, 2, SIDE * SIDE)
+        disp = field * (2 * a.elastic_alpha / SIDE) / field.abs().amax(2, keepdim=True)
+        grid = F.affine_grid(a._affine(5, "cpu", u[:, m]), (5, 1, SIDE, SIDE), align_corners=False)
+        grid = grid + disp.transpose(1, 2).reshape(5, SIDE, SIDE, 2)
+        expected = F.grid_sample(x[m].view(5, 1, SIDE, SIDE) - BG, grid, align_corners=False) + BG
+        torch.testing.assert_close(out[m], expected.view(5, -1), atol=2e-5, rtol=0)
+
+
+def test_a_population_step_makes_nothing_but_its_random_draws(monkeypatch):
+    """Bases and grids are built with the StackedAugment, so a CUDA-graph capture of the step allocates none (12 sigmas here)."""
+    from mnist_lib.training import augment as augment_module
+
+    stacked = augment_module.StackedAugment([Augment(elastic_alpha=2, elastic_sigma=1 + s / 4) for s in range(12)], "cpu")
+    for name in ("smoothing_basis", "smoothing_matrix", "_base_grid"):
+        monkeypatch.setattr(augment_module, name, lambda *a, **k: pytest.fail("built during a step"))
+    assert stacked(torch.stack([digits(4, seed=s) for s in range(12)])).shape == (12, 4, SIDE * SIDE)

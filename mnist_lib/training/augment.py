@@ -11,14 +11,17 @@ scaled to a peak of `aug_elastic_alpha` pixels; Simard et al. 2003), then one bi
 singular vectors, which keep 99.8 % of its variance with about 22x fewer random draws
 (6 x 6 instead of 28 x 28 at sigma 4). Pixels sampled from outside the image get the
 background value, so the output stays within the input's value range. The random
-draws come from torch's generator, so `seed` makes them reproducible. TrainStep
-applies it to training batches only; validation and test never pass through it.
+draws come from torch's generator, so `seed` makes them reproducible. A population
+augments every member's batch in one pass (StackedAugment, per-member strengths);
+train.PopulationStep applies it to training batches only; validation and test
+never pass through it.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -57,47 +60,97 @@ class Augment:
         return any(v > 0 for v in (self.rotate, self.scale, self.shear, self.translate, self.elastic_alpha))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x (n, 784) or (n, 28, 28): each image through its own random distortion (StackedAugment with one member)."""
         if not self.active:
             return x
-        n = x.shape[0]
-        img = x.reshape(n, 1, SIDE, SIDE).float() - self.background  # so zero padding means background
-        disp = self._displacement(n, img.device) if self.elastic_alpha > 0 else None
-        grid = sampling_grid(self._affine(n, img.device), disp)
-        out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return (out + self.background).reshape(x.shape).to(x.dtype)
+        return StackedAugment([self], x.device)(x.reshape(1, x.shape[0], -1)).reshape(x.shape)
 
-    def _affine(self, n: int, device: torch.device, u: torch.Tensor | None = None) -> torch.Tensor:
+    def _affine(self, n: int, device: torch.device | str, u: torch.Tensor | None = None) -> torch.Tensor:
         """(n, 2, 3) maps from output to input coordinates in [-1, 1]; `u` (5, n) in [-1, 1] fixes the draws."""
-        if u is None:  # rows, not columns: contiguous draws per parameter
+        if u is None:
             u = torch.rand(5, n, device=device) * 2 - 1
-        angle = torch.deg2rad(u[0] * self.rotate)
-        shear = torch.deg2rad(u[1] * self.shear)
-        zoom = 1 + u[2] * self.scale
-        shift = u[3:].t() * (2 * self.translate / SIDE)  # pixels -> normalized coordinates
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        # rotation @ shear, then divide by zoom: sampling the input at 1/zoom enlarges the digit
-        a = torch.stack([cos, cos * torch.tan(shear) - sin], 1) / zoom[:, None]
-        b = torch.stack([sin, sin * torch.tan(shear) + cos], 1) / zoom[:, None]
-        return torch.stack([torch.cat([a, shift[:, :1]], 1), torch.cat([b, shift[:, 1:]], 1)], 1)
+        return affine_maps(u, self.rotate, self.shear, self.scale, self.translate)
 
-    def _displacement(self, n: int, device: torch.device) -> torch.Tensor:
+    def _displacement(self, n: int, device: torch.device | str) -> torch.Tensor:
         """(n, 2, 784) smoothed random offsets (x, y), in normalized coordinates."""
-        basis = smoothing_basis(self.elastic_sigma, str(device))  # (28, k)
-        k = basis.shape[1]
+        return StackedAugment([self], device).displacement(1, n)
+
+
+class StackedAugment:
+    """Each member's Augment on its own batch, all members in one pass: x [M, B, 784] -> [M, B, 784].
+
+    Per-member strengths are [M, 1] columns that broadcast over the member's batch, so
+    a population augments in the same dozen ops whatever M is. A member without
+    augmentation (None) gets its batch back untouched. Everything the pass needs but
+    its random draws (strengths, smoothing bases, the base grid) is made here, once:
+    a CUDA-graph capture may not allocate or copy from the host (graphs.py).
+    Draws: the elastic noise (M, 2B, k, k), then the affine parameters (5, M, B); for
+    one member these are the same numbers as before populations existed.
+    """
+
+    def __init__(self, augments: Sequence[Augment | None], device: torch.device | str) -> None:
+        device = torch.device(device)
+        augs = [a if a is not None and a.active else Augment() for a in augments]
+
+        def column(name: str) -> torch.Tensor:
+            return torch.tensor([float(getattr(a, name)) for a in augs], dtype=torch.float32, device=device).view(-1, 1)
+
+        self.rotate, self.shear, self.scale, self.translate = (column(f) for f in ("rotate", "shear", "scale", "translate"))
+        self.alpha = column("elastic_alpha").unsqueeze(2)  # [M, 1, 1]
+        self.background = column("background").unsqueeze(2)  # [M, 1, 1]
+        self.elastic = any(a.elastic_alpha > 0 for a in augs)
+        self.basis = None
+        if self.elastic:  # each member's (28, k_m) basis, zero-padded to the largest k: the padding meets noise it ignores
+            bases = [smoothing_basis(a.elastic_sigma) if a.elastic_alpha > 0 else torch.zeros(SIDE, 1) for a in augs]
+            padded = torch.zeros(len(augs), SIDE, max(b.shape[1] for b in bases))
+            for m, b in enumerate(bases):
+                padded[m, :, : b.shape[1]] = b
+            self.basis = padded.to(device)
+        self.base_grid = _base_grid(str(device))
+        everyone = all(a is not None and a.active for a in augments)
+        self.augmented = None if everyone else torch.tensor([a is not None and a.active for a in augments], device=device).view(-1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        m, b = x.shape[:2]
+        img = x.reshape(m, b, SIDE * SIDE).float() - self.background  # so zero padding means background
+        disp = self.displacement(m, b) if self.elastic else None
+        u = torch.rand(5, m, b, device=x.device) * 2 - 1
+        theta = affine_maps(u, self.rotate, self.shear, self.scale, self.translate).view(m * b, 2, 3)
+        grid = sampling_grid(theta, disp, self.base_grid)
+        out = F.grid_sample(img.view(m * b, 1, SIDE, SIDE), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = (out.view(m, b, SIDE * SIDE) + self.background).view(x.shape).to(x.dtype)
+        return out if self.augmented is None else torch.where(self.augmented, out, x)
+
+    def displacement(self, m: int, b: int) -> torch.Tensor:
+        """(m * b, 2, 784) smoothed random offsets (x, y) per image, in normalized coordinates."""
+        k = self.basis.shape[2]
         # S R S^T for white noise R equals, in distribution, A Z A^T with Z white in S's singular
         # basis; keeping the top k singular vectors needs (k/28)^2 of the serial random draws
-        z = torch.randn(n * 2, k, k, device=device)
-        field = basis @ (z.view(-1, k) @ basis.t()).view(-1, k, SIDE)  # (2n, 28, 28)
-        field = field.view(n, 2, SIDE * SIDE)
+        z = torch.randn(m, b * 2, k, k, device=self.basis.device)
+        inner = torch.bmm(z.view(m, -1, k), self.basis.transpose(1, 2)).view(m, b * 2, k, SIDE)
+        field = (self.basis.unsqueeze(1) @ inner).view(m, b * 2, SIDE * SIDE)
         # unit peak displacement per image and axis after smoothing, then alpha pixels
-        scale = (2 * self.elastic_alpha / SIDE) / field.abs().amax(dim=2, keepdim=True).clamp_min(1e-12)
-        return field * scale
+        scale = (2 * self.alpha / SIDE) / field.abs().amax(dim=2, keepdim=True).clamp_min(1e-12)
+        return (field * scale).view(m * b, 2, SIDE * SIDE)
 
 
-def sampling_grid(theta: torch.Tensor, disp: torch.Tensor | None = None) -> torch.Tensor:
+def affine_maps(u: torch.Tensor, rotate, shear, scale, translate) -> torch.Tensor:
+    """(*S, 2, 3) maps from output to input coordinates for draws u (5, *S) in [-1, 1]; strengths are numbers or broadcast to S."""
+    angle = torch.deg2rad(u[0] * rotate)
+    shear = torch.deg2rad(u[1] * shear)
+    zoom = 1 + u[2] * scale
+    shift_x, shift_y = u[3] * (2 * translate / SIDE), u[4] * (2 * translate / SIDE)  # pixels -> normalized coordinates
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # rotation @ shear, then divide by zoom: sampling the input at 1/zoom enlarges the digit
+    a = torch.stack([cos / zoom, (cos * torch.tan(shear) - sin) / zoom, shift_x], -1)
+    b = torch.stack([sin / zoom, (sin * torch.tan(shear) + cos) / zoom, shift_y], -1)
+    return torch.stack([a, b], -2)
+
+
+def sampling_grid(theta: torch.Tensor, disp: torch.Tensor | None = None, base: torch.Tensor | None = None) -> torch.Tensor:
     """F.affine_grid(theta, (n, 1, 28, 28), align_corners=False) plus offsets `disp` (n, 2, 784), in one batched matmul."""
     n = theta.shape[0]
-    base = _base_grid(str(theta.device)).expand(n, 3, SIDE * SIDE)
+    base = (_base_grid(str(theta.device)) if base is None else base).expand(n, 3, SIDE * SIDE)
     grid = torch.bmm(theta, base) if disp is None else torch.baddbmm(disp, theta, base)
     return grid.transpose(1, 2).view(n, SIDE, SIDE, 2)
 
@@ -111,12 +164,12 @@ def _base_grid(device: str) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def smoothing_basis(sigma: float, device: str = "cpu", kept: float = 0.999) -> torch.Tensor:
-    """(28, k) U_k diag(s_k) of S's SVD, the fewest singular vectors keeping `kept` of S's energy."""
+def smoothing_basis(sigma: float, kept: float = 0.999) -> torch.Tensor:
+    """(28, k) U_k diag(s_k) of S's SVD, the fewest singular vectors keeping `kept` of S's energy (on the CPU)."""
     u, s, _ = torch.linalg.svd(smoothing_matrix(sigma, "cpu").double())
     energy = (s**2).cumsum(0) / (s**2).sum()
     k = int((energy < kept).sum()) + 1
-    return (u[:, :k] * s[:k]).float().to(device)
+    return (u[:, :k] * s[:k]).float()
 
 
 def augmented_versions(images: torch.Tensor, aug: Augment, n: int, seed: int = 0) -> torch.Tensor:

@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from ..core.config import Config
 from ..core.errors import UserError
 from ..data.splits import Data
-from .augment import Augment
+from .augment import Augment, StackedAugment
 from .evaluate import evaluate_members
 from .graphs import GraphedEpochs
 from .model import MLP
@@ -179,8 +179,8 @@ class PopulationStep:
         self.plateaus = [_plateau(c) for c in configs] if first.lr_schedule == "plateau" else []
         self.t = torch.zeros(1, dtype=torch.long, device=device)
         self.any_max_norm = any(c.max_norm > 0 for c in configs)
-        self.augments = [Augment.from_config(c, background=-data.mean / data.std) for c in configs]
-        self.augmenting = any(a is not None for a in self.augments)
+        augments = [Augment.from_config(c, background=-data.mean / data.std) for c in configs]
+        self.augment = StackedAugment(augments, device) if any(a is not None for a in augments) else None
         # bf16: one autocast context, entered per step; no weight-cast cache, since under CUDA-graph capture each
         # replay must cast the current weights
         bf16 = self.dtype != torch.float32
@@ -215,8 +215,8 @@ class PopulationStep:
         """Forward and backward; returns each member's (summed loss, correct count), [M] tensors."""
         if not self.model.training:
             self.model.train()
-        if self.augmenting:
-            x = torch.stack([a(xm) if a is not None else xm for a, xm in zip(self.augments, x, strict=True)])
+        if self.augment is not None:
+            x = self.augment(x)
         if self.autocast is None:
             logits = self.model.logits(x)  # [M * B, classes]
         else:
