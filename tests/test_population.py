@@ -370,6 +370,7 @@ def test_graphed_epochs_warm_up_capture_once_replay_each_full_batch_and_run_the_
 
     class Step:
         model = type("M", (), {"n_members": 2})()
+        optimizer = type("O", (), {"state_ready": lambda self: True})()
         mode = ((0.0, 0.0, 0.9), True)
 
         def __call__(self, x, y):
@@ -400,6 +401,18 @@ def test_graphed_epochs_warm_up_capture_once_replay_each_full_batch_and_run_the_
     Step.mode = (None, True)  # the members' hyperparameters came apart: the graph holds the wrong update
     runner.epoch(perms)
     assert fake.events == ["step 4"] * 3 + ["capture", "captured body", "replay", "step 4", "replay", "step 4", "step 3"]  # as at first
+    Step.mode, Step.optimizer = (0.0, False), type("O", (), {"state_ready": lambda self: False})()
+    with pytest.raises(RuntimeError, match="state must exist before a CUDA-graph capture"):
+        runner.epoch(perms)  # a capture never creates optimizer state
+
+
+def test_the_optimizer_state_exists_from_the_start_and_a_missing_buffer_is_seen():
+    model = StackedMLP(members_of([Config(hidden=(8,), dropout=(0.0,), seed=s) for s in (0, 1)]))
+    for kind in ("adam", "adamw", "sgd"):
+        opt = FlatOptimizer(model, kind, [1e-3, 1e-3], [0.0, 0.0], [0.9, 0.9])
+        assert opt.state_ready()
+        opt.whole_state[0] = opt.whole_state[0][:, :1]  # a buffer of the wrong shape: not ready
+        assert not opt.state_ready()
 
 
 def test_augmentation_is_per_member(small_data, monkeypatch):

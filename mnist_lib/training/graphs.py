@@ -54,6 +54,8 @@ class GraphedEpochs:
         self.correct += batch_correct
 
     def _capture(self) -> None:
+        if not self.step.optimizer.state_ready():  # state made inside a capture would live in the graph's pool, reset per replay
+            raise RuntimeError("the optimizer's state must exist before a CUDA-graph capture")
         self.stream.wait_stream(torch.cuda.current_stream(self.x.device))
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=self.stream):
