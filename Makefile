@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision bench-population bench-gpu browser-deps screenshot results ablations mutate fuzz clean
+.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision bench-population gpu-pack gpu-check bench-gpu browser-deps screenshot results ablations mutate fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -22,8 +22,8 @@ setup: $(STAMP) ## create .venv with the pinned packages and mnist_lib (editable
 
 test: lint test-unit test-notebooks ## the whole test suite: lint, unit tests, notebooks (what CI runs)
 
-test-unit: setup ## unit tests (pytest tests/)
-	$(PY) -m pytest -q
+test-unit: setup ## unit tests (pytest tests/), less the ones marked gpu (make gpu-check runs those)
+	$(PY) -m pytest -q -m "not gpu"
 
 # --nbval-lax: only cells marked "# NBVAL_CHECK_OUTPUT" are compared (split sizes, class counts,
 # config echo, parameter count, rounded summaries); every other cell must merely run without error.
@@ -104,6 +104,12 @@ bench-precision: setup ## fp32 vs bf16: 25-epoch runs over seeds 0-2, val accura
 
 bench-population: setup ## populations of 2, 4, 8 models side by side vs single runs, per model, on this CPU, ~2 min
 	$(PY) benchmarks/population.py --rounds 3 --csv results/benchmarks/population_cpu.csv
+
+gpu-pack: setup ## before a GPU session, here: MNIST and the sweep's wheels into .gpu/ (git-ignored; the device tool carries it)
+	tools/gpu_pack.sh
+
+gpu-check: ## on the GPU machine, no venv: tests/test_gpu.py, then benchmarks/gpu.py into results/benchmarks/gpu.csv; <= 8 min
+	tools/gpu_check.sh
 
 bench-gpu: setup ## on a CUDA machine: 25-epoch reference eager vs CUDA graph, populations of 1/8/64, DataLoader peer, reference sweep
 	$(PY) benchmarks/gpu.py --sweep --csv results/benchmarks/gpu.csv

@@ -88,8 +88,13 @@ def machine(device: torch.device, threads: int) -> dict:
 
 def emit(rows: list[dict], jsonl: str | None = None, csv_path: str | None = None) -> None:
     """Print one JSON object per row; also write them as JSON lines and/or CSV (atomically)."""
+    print("\n".join(json.dumps(r) for r in rows))
+    save(rows, jsonl, csv_path)
+
+
+def save(rows: list[dict], jsonl: str | None = None, csv_path: str | None = None) -> None:
+    """Write the rows as JSON lines and/or CSV (atomically): called after each row, a crash keeps the rows before it."""
     text = "\n".join(json.dumps(r) for r in rows) + "\n"
-    print(text, end="")
     if jsonl:
         atomic_write(jsonl, text)
     if csv_path:

@@ -13,13 +13,18 @@ All in one process, on the data already in GPU memory, validation every epoch:
   the peer; `dataloader_25_epochs_estimate` is 25 of them;
 - with --sweep, `python -m mnist_lib sweep sweeps/reference.yaml` end to end in a
   scratch results folder (its 64 grid points as populations on CUDA).
-Goals (issue 13, one H100): reference with graphs <= 2.5 s, a 64-member population
-<= 0.3 s per model, the reference sweep < 2 minutes.
+Goals on one H100 or H200: the reference with graphs <= 2.5 s, a 64-member
+population <= 0.3 s per model, the reference sweep < 2 minutes.
+
+Each row is printed and written (--csv, --jsonl) as soon as it is measured, so a
+crash or a timeout late in the run keeps the rows before it. make gpu-check runs
+this after tests/test_gpu.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -27,7 +32,7 @@ import tempfile
 import time
 
 import torch
-from common import emit, machine
+from common import machine, save
 from epoch_speed import torchvision_style_epoch
 
 from mnist_lib import Config, UserError, prepare_data, train
@@ -58,37 +63,38 @@ def main() -> None:
     data = prepare_data(cfg).to(device)
     common = {**machine(device, torch.get_num_threads()), "epochs": cfg.epochs}
     rows = []
+
+    def add(row: dict) -> None:
+        rows.append({**row, **common})
+        print(json.dumps(rows[-1]), flush=True)
+        save(rows, args.jsonl, args.csv)
+
     train(cfg.replace(epochs=1), data, device=device, progress=False, graph=True)  # CUDA context, cuBLAS, allocator
     for r in range(args.repeats):
         for graph in (False, True):
             seconds, result = timed(lambda g=graph: train(cfg, data, device=device, progress=False, graph=g))
             name = "reference_graph" if graph else "reference_eager"
-            rows.append({"measure": name, "round": r, "seconds": round(seconds, 3), "best_val_acc": result.best_val_acc, **common})
+            add({"measure": name, "round": r, "seconds": round(seconds, 3), "best_val_acc": result.best_val_acc})
     for m in args.members:
         configs = [cfg.replace(seed=s) for s in range(m)]
         seconds, results = timed(lambda c=configs: train_population(c, data, device=device, progress=False))
         accs = [res.best_val_acc for res in results]
-        rows.append(
+        add(
             {
                 "measure": f"population_{m}", "members": m, "seconds": round(seconds, 3), "seconds_per_model": round(seconds / m, 4),
-                "best_val_acc_mean": sum(accs) / m, "completed": sum(res.status == "completed" for res in results), **common,
+                "best_val_acc_mean": sum(accs) / m, "completed": sum(res.status == "completed" for res in results),
             }
         )  # fmt: skip
     epoch = torchvision_style_epoch(cfg, data.to("cpu"), device="cuda", workers=4)
     epoch()  # workers start, pages warm
     seconds, _ = timed(epoch)
-    rows.append(
-        {"measure": "dataloader_epoch", "seconds": round(seconds, 3), "dataloader_25_epochs_estimate": round(25 * seconds, 1), **common}
-    )
+    add({"measure": "dataloader_epoch", "seconds": round(seconds, 3), "dataloader_25_epochs_estimate": round(25 * seconds, 1)})
     if args.sweep:
         with tempfile.TemporaryDirectory() as scratch:
             env = {**os.environ, "MNIST_RESULTS_DIR": scratch}
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, "-m", "mnist_lib", "sweep", "sweeps/reference.yaml"], cwd=REPO_ROOT, env=env)
-            rows.append(
-                {"measure": "reference_sweep", "seconds": round(time.perf_counter() - t0, 1), "returncode": proc.returncode, **common}
-            )
-    emit(rows, args.jsonl, args.csv)
+            add({"measure": "reference_sweep", "seconds": round(time.perf_counter() - t0, 1), "returncode": proc.returncode})
 
 
 if __name__ == "__main__":

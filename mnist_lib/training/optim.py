@@ -65,7 +65,10 @@ class FlatOptimizer:
 
     def state_ready(self) -> bool:
         """Whether every state buffer exists, shaped and placed as the parameters: a CUDA-graph capture may create none."""
-        return all(s.shape == self.flat.shape and s.device == self.flat.device for s in self.whole_state) and self.steps.device == self.flat.device
+        return (
+            all(s.shape == self.flat.shape and s.device == self.flat.device for s in self.whole_state)
+            and self.steps.device == self.flat.device
+        )
 
     def use_fused(self, lr: Sequence[float], weight_decay: Sequence[float], momentum: Sequence[float], cycles: bool) -> None:
         """Take torch's fused kernel when every member has the same lr, decay and momentum and nothing cycles per step.
