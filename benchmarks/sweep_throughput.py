@@ -52,10 +52,12 @@ def papermill_trial(epochs: int, out_dir: Path) -> float:
 
 def library_trial(epochs: int, out_dir: Path) -> tuple[float, float]:
     """(wall seconds, training seconds) of one trial through the library."""
-    from mnist_lib import Config, train_and_record
+    from mnist_lib import Config, RunOptions, train_and_record
 
     start = time.perf_counter()
-    _, result, _ = train_and_record(Config(epochs=epochs), run_dir=out_dir / "lib", overwrite=True, threads=1, device="cpu", progress=False)
+    _, result, _ = train_and_record(
+        Config(epochs=epochs), RunOptions(threads=1, device="cpu", progress=False), run_dir=out_dir / "lib", overwrite=True
+    )
     return time.perf_counter() - start, result.train_seconds
 
 

@@ -16,7 +16,7 @@ Layers, each importing only those above it in this list:
     cli.py      python -m mnist_lib
 """
 
-from .core.config import Config
+from .core.config import Config, RunOptions
 from .core.errors import UserError
 from .data.splits import load_test, prepare_data
 from .records.runs import load_model
@@ -28,6 +28,7 @@ from .workflows.experiment import evaluate_run, train_and_record
 __all__ = [
     "Config",
     "MLP",
+    "RunOptions",
     "UserError",
     "classification_report",
     "count_params",

@@ -24,7 +24,7 @@ import dataclasses
 import signal
 import sys
 
-from .core.config import Config
+from .core.config import Config, RunOptions
 from .core.errors import UserError
 
 PROG = "mnist-lib"
@@ -196,20 +196,20 @@ def cmd_train(args) -> None:
     from .workflows.experiment import evaluate_run, train_and_record
 
     config = config_from_args(args)
-    # the same run options for one run and for several seeds
-    common = dict(
-        run_dir=args.run_dir, name=args.name, overwrite=args.overwrite, data_dir=args.data_dir,
-        max_train_samples=args.max_train_samples, threads=args.threads, device=args.device, progress=not args.quiet,
-        graph=args.graph,
+    options = RunOptions(
+        data_dir=args.data_dir, max_train_samples=args.max_train_samples, threads=args.threads, device=args.device,
+        progress=not args.quiet, graph=args.graph,
     )  # fmt: skip
     if args.population and not args.seeds:
         raise UserError("--population applies to several seeds; add --seeds S [S ...]")
     if args.seeds:
         from .workflows.experiment import multi_seed
 
-        out_dir = common.pop("run_dir")
         population = args.population or "auto"
-        results = multi_seed(config, args.seeds, out_dir, evaluate_test=args.evaluate_test, population=population, **common)
+        results = multi_seed(
+            config, args.seeds, args.run_dir, options, name=args.name, overwrite=args.overwrite, evaluate_test=args.evaluate_test,
+            population=population,
+        )  # fmt: skip
         print(f"{results.line()} -> {results.out_dir}")
         if results.aggregate["n_seeds"] < len(args.seeds):
             missed = ", ".join(f"seed {r.seed} {r.status}" for r in results.table.itertuples() if r.status != "completed")
@@ -217,7 +217,9 @@ def cmd_train(args) -> None:
                 f"{len(args.seeds) - results.aggregate['n_seeds']} of {len(args.seeds)} seeds did not complete ({missed}); see {results.out_dir}"
             )
         return
-    run_dir, result, summary = train_and_record(config, figures_dir=args.figures_dir, **common)
+    run_dir, result, summary = train_and_record(
+        config, options, run_dir=args.run_dir, name=args.name, overwrite=args.overwrite, figures_dir=args.figures_dir
+    )
     weights = f"weights of epoch {summary['weights_epoch']}" if summary["weights_epoch"] else "no weights saved"
     print(
         f"{summary['status']}: best val_acc {_acc(result.best_val_acc)} (epoch {summary['best_epoch']}), "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lib import Config
+from mnist_lib import Config, RunOptions
 from mnist_lib.core.errors import UserError
 from mnist_lib.core.files import MAX_TEXT_BYTES, atomic_write, read_text, writable_dir, write_json
 from mnist_lib.records.claim import check_name, claim_run_dir, is_record, lock_run_dir
@@ -302,8 +302,9 @@ def test_a_population_whose_third_folder_is_taken_writes_nothing(tmp_path, mnist
     write(tmp_path / "seed_2" / "mine.txt")
     configs = [TINY.replace(seed=s) for s in range(3)]
     with pytest.raises(UserError, match="seed_2 already exists"):
-        train_population_and_record(configs, [tmp_path / f"seed_{s}" for s in range(3)], max_train_samples=200, threads=1, device="cpu",
-                                    progress=False)  # fmt: skip
+        train_population_and_record(
+            configs, [tmp_path / f"seed_{s}" for s in range(3)], RunOptions(max_train_samples=200, threads=1, device="cpu", progress=False)
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed_2"] and tree(tmp_path / "seed_2") == {"mine.txt": b"x"}
 
 

@@ -155,11 +155,14 @@ def _with_status(run: Path, dst: Path, status: str) -> Path:
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory, mnist_dir):
     """Build every case's files, start all processes at once, and collect (folder, returncode, stderr) per case."""
-    from mnist_lib import Config, train_and_record
+    from mnist_lib import Config, RunOptions, train_and_record
 
     base = tmp_path_factory.mktemp("bad_input")
-    run, _, _ = train_and_record(Config(epochs=1, hidden=(16,), dropout=(0.0,)), run_dir=base / "trained", max_train_samples=500,
-                                 threads=1, device="cpu", progress=False)  # fmt: skip
+    run, _, _ = train_and_record(
+        Config(epochs=1, hidden=(16,), dropout=(0.0,)),
+        RunOptions(max_train_samples=500, threads=1, device="cpu", progress=False),
+        run_dir=base / "trained",
+    )
     png = base / "digit.png"
     Image.new("L", (40, 40), 255).save(png)
     procs = {}

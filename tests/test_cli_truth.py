@@ -18,14 +18,17 @@ import safetensors
 import safetensors.torch
 import torch
 
-from mnist_lib import Config, train_and_record
+from mnist_lib import Config, RunOptions, train_and_record
 from mnist_lib.cli import main
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mnist_dir):
-    run, _, _ = train_and_record(Config(epochs=1, hidden=(16,), dropout=(0.0,)), run_dir=tmp_path_factory.mktemp("truth") / "run",
-                                 max_train_samples=500, threads=2, device="cpu", progress=False)  # fmt: skip
+    run, _, _ = train_and_record(
+        Config(epochs=1, hidden=(16,), dropout=(0.0,)),
+        RunOptions(max_train_samples=500, threads=2, device="cpu", progress=False),
+        run_dir=tmp_path_factory.mktemp("truth") / "run",
+    )
     return run
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mnist_lib import MLP, Config, count_params
+from mnist_lib import MLP, Config, RunOptions, count_params
 from mnist_lib.core.errors import UserError
 from mnist_lib.records import plots
 from mnist_lib.records.compare import load_seed_runs, results_table
@@ -24,9 +24,9 @@ TINY = Config(epochs=2, hidden=(32,), dropout=(0.1,), batch_size=256)
 @pytest.fixture(scope="module")
 def seed_folders(mnist_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("seeds")
-    kw = dict(data_dir=mnist_dir, max_train_samples=2000, threads=1, device="cpu", progress=False)
-    multi_seed(TINY, [0, 1], root / "a", **kw)
-    multi_seed(TINY.replace(hidden=(16, 16), dropout=(0.0, 0.0)), [3, 4, 5], root / "b", evaluate_test=False, **kw)
+    options = RunOptions(data_dir=mnist_dir, max_train_samples=2000, threads=1, device="cpu", progress=False)
+    multi_seed(TINY, [0, 1], root / "a", options)
+    multi_seed(TINY.replace(hidden=(16, 16), dropout=(0.0, 0.0)), [3, 4, 5], root / "b", options, evaluate_test=False)
     return root
 
 

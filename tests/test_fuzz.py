@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mnist_lib import MLP, Config
+from mnist_lib import MLP, Config, RunOptions
 from mnist_lib.core.errors import UserError
 from mnist_lib.data.idx import load_idx, parse_idx
 from mnist_lib.data.images import load_digit
@@ -512,8 +512,11 @@ def test_a_config_that_validates_trains_or_fails_with_one_line(tmp_path_factory,
         return
     FUZZ_EXAMPLES["trainable-config"] += 1
     try:
-        _, result, summary = train_and_record(config, run_dir=tmp_path_factory.mktemp("c") / "r", max_train_samples=n_train, threads=1,
-                                              device="cpu", progress=False)  # fmt: skip
+        _, result, summary = train_and_record(
+            config,
+            RunOptions(max_train_samples=n_train, threads=1, device="cpu", progress=False),
+            run_dir=tmp_path_factory.mktemp("c") / "r",
+        )
     except UserError as e:
         assert "\n" not in str(e), e
         return

@@ -12,7 +12,7 @@ import torch
 from conftest import fake_data
 from plain_torch import make_optimizer, plain_gradients, plain_run
 
-from mnist_lib import MLP, Config, load_model, train
+from mnist_lib import MLP, Config, RunOptions, load_model, train
 from mnist_lib.core.errors import UserError
 from mnist_lib.training import model as model_module
 from mnist_lib.training import stacked
@@ -303,9 +303,9 @@ def test_seeds_side_by_side_leave_the_records_one_after_another_leaves(tmp_path,
     from mnist_lib.workflows.experiment import multi_seed
 
     cfg = Config(epochs=2, hidden=(32,), dropout=(0.0,), lr=2e-3)
-    options = {"data_dir": mnist_dir, "max_train_samples": 2000, "device": "cpu", "progress": False, "evaluate_test": False}
-    side = multi_seed(cfg, [3, 4], tmp_path / "side", population="on", **options)
-    alone = multi_seed(cfg, [3, 4], tmp_path / "alone", population="off", **options)
+    options = RunOptions(data_dir=mnist_dir, max_train_samples=2000, device="cpu", progress=False)
+    side = multi_seed(cfg, [3, 4], tmp_path / "side", options, population="on", evaluate_test=False)
+    alone = multi_seed(cfg, [3, 4], tmp_path / "alone", options, population="off", evaluate_test=False)
     assert side.aggregate["n_seeds"] == 2 and side.aggregate["val_acc_mean"] == pytest.approx(alone.aggregate["val_acc_mean"], abs=2e-4)
     for seed in (3, 4):
         a, b = tmp_path / "side" / f"seed_{seed}", tmp_path / "alone" / f"seed_{seed}"
@@ -319,7 +319,7 @@ def test_seeds_side_by_side_leave_the_records_one_after_another_leaves(tmp_path,
         assert config.seed == seed
     assert json.loads((tmp_path / "side" / "summary.json").read_text())["population_size"] == 2
     with pytest.raises(UserError, match="population must be one of"):
-        multi_seed(cfg, [0], tmp_path / "x", population="yes", **options)
+        multi_seed(cfg, [0], tmp_path / "x", options, population="yes")
 
 
 class FakeCuda:
@@ -505,7 +505,7 @@ def test_a_norm_and_an_activation_registered_in_this_test_train_as_a_population_
         torch.testing.assert_close(losses[m], loss, rtol=1e-5, atol=1e-5)
         assert_member_grads(model, m, single)
     runs = train_population_and_record(
-        configs, [tmp_path / "a", tmp_path / "b"], data_dir=mnist_dir, max_train_samples=2000, device="cpu", progress=False
+        configs, [tmp_path / "a", tmp_path / "b"], RunOptions(data_dir=mnist_dir, max_train_samples=2000, device="cpu", progress=False)
     )
     for run_dir, result, summary in runs:
         assert summary["status"] == "completed" and result.best_val_acc > 0.5

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_lib import MLP, Config, load_model, train_and_record
+from mnist_lib import MLP, Config, RunOptions, load_model, train_and_record
 from mnist_lib.core.errors import UserError
 from mnist_lib.records.claim import claim_run_dir
 from mnist_lib.records.runs import atomic_write, save_model
@@ -20,7 +20,10 @@ def run(tmp_path_factory, mnist_dir):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     figs = tmp_path_factory.mktemp("figs")
     out = train_and_record(
-        TINY, run_dir=run_dir, data_dir=mnist_dir, max_train_samples=2000, threads=2, device="cpu", progress=False, figures_dir=figs
+        TINY,
+        RunOptions(data_dir=mnist_dir, max_train_samples=2000, threads=2, device="cpu", progress=False),
+        run_dir=run_dir,
+        figures_dir=figs,
     )
     return out, figs
 
@@ -57,7 +60,7 @@ def test_existing_run_directory_is_not_overwritten(run, mnist_dir):
     (run_dir, _, _), _ = run
     before = (run_dir / "summary.json").read_bytes()
     with pytest.raises(UserError, match="already exists"):
-        train_and_record(TINY, run_dir=run_dir, data_dir=mnist_dir, max_train_samples=500, progress=False)
+        train_and_record(TINY, RunOptions(data_dir=mnist_dir, max_train_samples=500, progress=False), run_dir=run_dir)
     assert (run_dir / "summary.json").read_bytes() == before
 
 
@@ -111,7 +114,7 @@ def test_failed_run_is_marked_failed_not_running(tmp_path, mnist_dir, monkeypatc
 
     monkeypatch.setattr(exp, "train", broken_train)
     with pytest.raises(RuntimeError):
-        exp.train_and_record(TINY, run_dir=tmp_path / "r", data_dir=mnist_dir, max_train_samples=500, progress=False)
+        exp.train_and_record(TINY, RunOptions(data_dir=mnist_dir, max_train_samples=500, progress=False), run_dir=tmp_path / "r")
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["status"] == "failed" and "boom" in summary["error"]
     assert not (tmp_path / "r" / "model.safetensors").exists()
@@ -121,7 +124,9 @@ def test_a_model_with_input_dropout_records_and_evaluates(tmp_path, mnist_dir):
     from mnist_lib import evaluate_run, train_and_record
 
     cfg = Config(epochs=1, hidden=(16,), dropout=(0.0,), input_dropout=0.2)
-    run_dir, _, _ = train_and_record(cfg, run_dir=tmp_path / "r", max_train_samples=500, threads=2, device="cpu", progress=False)
+    run_dir, _, _ = train_and_record(
+        cfg, RunOptions(max_train_samples=500, threads=2, device="cpu", progress=False), run_dir=tmp_path / "r"
+    )
     report = evaluate_run(run_dir, device="cpu")
     assert 0.1 < report.acc <= 1.0
 
@@ -344,7 +349,7 @@ def strict_json(path):
 
 def test_a_run_that_diverges_at_once_saves_no_weights_and_writes_no_nan(tmp_path, mnist_dir):
     run_dir, result, summary = train_and_record(
-        DIVERGES, run_dir=tmp_path / "r", max_train_samples=300, threads=1, device="cpu", progress=False
+        DIVERGES, RunOptions(max_train_samples=300, threads=1, device="cpu", progress=False), run_dir=tmp_path / "r"
     )
     on_disk = strict_json(run_dir / "summary.json")
     assert result.status == on_disk["status"] == "diverged" and on_disk["best_epoch"] == 0
@@ -375,7 +380,7 @@ def test_a_figure_that_cannot_be_written_leaves_the_run_failed_not_completed(tmp
 
     monkeypatch.setattr(exp.plots, "save_figure", no_figures)
     with pytest.raises(UserError, match="loss_curves.png: read-only file system"):
-        exp.train_and_record(TINY, run_dir=tmp_path / "r", max_train_samples=300, threads=1, device="cpu", progress=False)
+        exp.train_and_record(TINY, RunOptions(max_train_samples=300, threads=1, device="cpu", progress=False), run_dir=tmp_path / "r")
     summary = strict_json(tmp_path / "r" / "summary.json")
     assert summary["status"] == "failed" and "loss_curves.png: read-only file system" in summary["error"]
     assert summary["best_val_acc"] > 0.1 and summary["weights_epoch"] == 1  # what was done is recorded; completed it is not

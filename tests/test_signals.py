@@ -32,7 +32,7 @@ import pytest
 import safetensors.torch
 from conftest import skip_or_fail
 
-from mnist_lib import Config, train_and_record
+from mnist_lib import Config, RunOptions, train_and_record
 
 # long enough that nothing ends before its test signals it: 5,000 epochs of 8 batches
 LONG = [
@@ -114,8 +114,11 @@ def without_permission_bypass():
 def started(tmp_path_factory, mnist_dir):
     """(folder, {case: process}): every case's process, started at once; the read-only ones already finished."""
     base = tmp_path_factory.mktemp("signals")
-    trained, _, _ = train_and_record(Config(epochs=1, hidden=(16,), dropout=(0.0,)), run_dir=base / "trained", max_train_samples=500,
-                                     threads=2, device="cpu", progress=False)  # fmt: skip
+    trained, _, _ = train_and_record(
+        Config(epochs=1, hidden=(16,), dropout=(0.0,)),
+        RunOptions(max_train_samples=500, threads=2, device="cpu", progress=False),
+        run_dir=base / "trained",
+    )
     shutil.copytree(trained, base / "evaluate-full")
     shutil.copytree(trained, base / "ro" / "run")
     procs = {

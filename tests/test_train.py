@@ -130,7 +130,7 @@ def test_the_step_takes_every_option_of_the_config(small_data):
     step = PopulationStep([cfg], StackedMLP([MLP.from_config(cfg)]), small_data, 10)
     assert (step.label_smoothing.tolist(), step.max_norm.tolist()) == ([pytest.approx(0.1)], [3.0]) and not step.plateaus
     assert step.lr_table[0] == 1.0 and step.lr_table[-1] == pytest.approx(0.0, abs=1e-9)  # cosine, over every step
-    assert step.augments[0].rotate == 10 and step.augments[0].background == pytest.approx(-small_data.mean / small_data.std)
+    assert step.augment.rotate.tolist() == [[10.0]] and step.augment.background.item() == pytest.approx(-small_data.mean / small_data.std)
     assert len(PopulationStep([QUICK], StackedMLP([MLP.from_config(QUICK)]), small_data, 10).plateaus) == 1
 
 

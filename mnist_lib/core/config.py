@@ -231,6 +231,24 @@ class Config:
         return Config.from_dict({**self.to_dict(), **changes})
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how a run trains, not what it learns: one object for one run, a population, several seeds, the CLI and sweeps.
+
+        opts = RunOptions(device="cuda", max_train_samples=5000, progress=False)
+        train_and_record(cfg, opts, name="quick")      # workflows/experiment.py
+
+    Checked where they are used, before anything is written (device, graph, threads).
+    """
+
+    data_dir: str | Path | None = None  # the dataset's folder (None: $MNIST_DATA_DIR / $MNIST_DATA_ROOT, else data/)
+    max_train_samples: int | None = None  # train on a stratified subset of this many examples (None: all)
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    device: str = "auto"  # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
+    progress: bool = True  # progress bars
+    graph: bool | None = None  # replay the step as a CUDA graph (None: on CUDA, off elsewhere)
+
+
 def _coerce(name: str, typ: str, value: Any) -> Any:
     """Check a field's type, accepting JSON's lists for tuples and ints for floats."""
 

@@ -1,8 +1,11 @@
 """One training run end to end, and the explicit test-set evaluation of a finished run.
 
-    run_dir, result, summary = train_and_record(Config(), name="reference", threads=2)
+    run_dir, result, summary = train_and_record(Config(), RunOptions(threads=2), name="reference")
     evaluate_run(run_dir)      # reads the test set, adds test_acc to summary.json
     seeds = multi_seed(Config(), [0, 1, 2], "results/final")   # train + test per seed, mean ± std
+
+Every entry takes the same RunOptions (core/config.py): data folder, training
+subset, threads, device, progress bars, CUDA graph.
 
 Used by the CLI (`python -m mnist_lib train` / `evaluate`) and by the notebooks.
 """
@@ -19,7 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..core import datasets
-from ..core.config import Config, check_seed
+from ..core.config import Config, RunOptions, check_seed
 from ..core.errors import UserError
 from ..core.files import atomic_write, writable_dir, write_json
 from ..data.idx import read_split
@@ -38,16 +41,11 @@ POPULATION_CHOICES = ("auto", "on", "off")  # multi_seed's population option
 
 def train_and_record(
     config: Config,
+    options: RunOptions = RunOptions(),
     *,
     run_dir: str | Path | None = None,
     name: str | None = None,
     overwrite: bool = False,
-    data_dir: str | Path | None = None,
-    max_train_samples: int | None = None,
-    threads: int | None = None,
-    device: str = "auto",
-    progress: bool = True,
-    graph: bool | None = None,
     figures_dir: str | Path | None = None,
 ) -> tuple[Path, TrainResult, dict]:
     """Train per `config` and write a run record; returns (run_dir, result, summary).
@@ -57,12 +55,14 @@ def train_and_record(
     is checked before anything is written. However the run ends, summary.json says
     how (records/runs.py); running out of memory or disk is a UserError saying so.
     """
-    dev, n_threads, data = _prepare(config, device, graph, threads, data_dir, max_train_samples)
+    dev, n_threads, data = _prepare(config, options)
     if figures_dir is not None:
         writable_dir(figures_dir, "figures folder")
-    recorder = _start_record(claim_run_dir(run_dir, name, overwrite), config, data, dev, n_threads, max_train_samples)
+    recorder = _start_record(claim_run_dir(run_dir, name, overwrite), config, data, dev, n_threads, options.max_train_samples)
     try:
-        result = train(config, data, device=dev, threads=n_threads, progress=progress, on_epoch=recorder.on_epoch, graph=graph)
+        result = train(
+            config, data, device=dev, threads=n_threads, progress=options.progress, on_epoch=recorder.on_epoch, graph=options.graph
+        )
         summary = _finish_record(recorder, result, figures_dir)
     except BaseException as e:
         _fail_records([recorder], e, config, dev, 1)
@@ -75,14 +75,9 @@ def train_and_record(
 def train_population_and_record(
     configs: list[Config],
     run_dirs: list[Path],
+    options: RunOptions = RunOptions(),
     *,
     overwrite: bool = False,
-    data_dir: str | Path | None = None,
-    max_train_samples: int | None = None,
-    threads: int | None = None,
-    device: str = "auto",
-    progress: bool = True,
-    graph: bool | None = None,
 ) -> list[tuple[Path, TrainResult, dict]]:
     """Train `configs` side by side as one population (training/train.py); a run record per member in `run_dirs`.
 
@@ -91,7 +86,7 @@ def train_population_and_record(
     The run directories must be new unless `overwrite` (claim_run_dir's rules apply to each).
     """
     check_compatible(configs)  # so the members share dataset, val_size and split_seed: one split for all
-    dev, n_threads, data = _prepare(configs[0], device, graph, threads, data_dir, max_train_samples, models=len(configs))
+    dev, n_threads, data = _prepare(configs[0], options, models=len(configs))
     claims: list[Claim] = []
     try:  # every folder claimed, or none: one that is taken refuses the population before anything is written
         for run_dir in run_dirs:
@@ -104,7 +99,7 @@ def train_population_and_record(
     recorders: list[RunRecorder] = []
     try:
         for claim, cfg in zip(claims, configs, strict=True):
-            recorders.append(_start_record(claim, cfg, data, dev, n_threads, max_train_samples, population_size=len(configs)))
+            recorders.append(_start_record(claim, cfg, data, dev, n_threads, options.max_train_samples, population_size=len(configs)))
     except BaseException as e:  # the first files could not be written (a full disk): the started records say so
         _fail_records(recorders, e, configs[0], dev, len(configs))
         for r in recorders:
@@ -115,7 +110,13 @@ def train_population_and_record(
         raise
     try:
         results = train_population(
-            configs, data, device=dev, threads=n_threads, progress=progress, on_epoch=lambda m, row: recorders[m].on_epoch(row), graph=graph
+            configs,
+            data,
+            device=dev,
+            threads=n_threads,
+            progress=options.progress,
+            on_epoch=lambda m, row: recorders[m].on_epoch(row),
+            graph=options.graph,
         )
         return [(rec.dir, res, _finish_record(rec, res, None)) for rec, res in zip(recorders, results, strict=True)]
     except BaseException as e:
@@ -126,15 +127,13 @@ def train_population_and_record(
             r.close()
 
 
-def _prepare(
-    config: Config, device: str, graph: bool | None, threads: int | None, data_dir, max_train_samples: int | None, models: int = 1
-):
+def _prepare(config: Config, options: RunOptions, models: int = 1):
     """(device, threads, data): everything that can be refused, checked before anything is written."""
-    dev = select_device(device)
-    resolve_graph(graph, dev)
-    n_threads = set_threads(threads)
+    dev = select_device(options.device)
+    resolve_graph(options.graph, dev)
+    n_threads = set_threads(options.threads)
     check_fits(config, dev, models=models)
-    data = prepare_data(config, data_dir, max_train_samples)
+    data = prepare_data(config, options.data_dir, options.max_train_samples)
     check_trainable(config, len(data.y_train))
     return dev, n_threads, data
 
@@ -275,16 +274,11 @@ def multi_seed(
     config: Config,
     seeds: list[int],
     out_dir: str | Path | None,
+    options: RunOptions = RunOptions(),
     *,
     name: str | None = None,
     evaluate_test: bool = True,
     overwrite: bool = False,
-    data_dir: str | Path | None = None,
-    max_train_samples: int | None = None,
-    threads: int | None = None,
-    device: str = "auto",
-    progress: bool = True,
-    graph: bool | None = None,
     population: str = "auto",
 ) -> SeedResults:
     """Train `config` once per seed into out_dir/seed_<s>/ (one shared split), then evaluate each on test.
@@ -306,9 +300,9 @@ def multi_seed(
         check_seed(s, "each seed")
     if population not in POPULATION_CHOICES:
         raise UserError(f"population must be one of {', '.join(POPULATION_CHOICES)}, got {population!r}")
-    dev = select_device(device)
-    resolve_graph(graph, dev)  # refused before the output folder is made
-    set_threads(threads)
+    dev = select_device(options.device)
+    resolve_graph(options.graph, dev)  # refused before the output folder is made
+    set_threads(options.threads)
     side_by_side = population == "on" or (population == "auto" and dev.type == "cuda")
     claim = claim_run_dir(out_dir, name, overwrite)
     out_dir = claim.path
@@ -325,15 +319,14 @@ def multi_seed(
         claim.release()
         raise
     claim.started()
-    options = dict(data_dir=data_dir, max_train_samples=max_train_samples, threads=threads, device=device, progress=progress, graph=graph)
     rows, reports, first = [], {}, None
     try:
         if side_by_side:
-            runs = train_population_and_record([config.replace(seed=s) for s in seeds], [out_dir / f"seed_{s}" for s in seeds], **options)
+            runs = train_population_and_record([config.replace(seed=s) for s in seeds], [out_dir / f"seed_{s}" for s in seeds], options)
         else:
             runs = (
-                train_and_record(config.replace(seed=s), run_dir=out_dir / f"seed_{s}", **options)
-                for s in tqdm(seeds, desc="seeds", disable=not progress)
+                train_and_record(config.replace(seed=s), options, run_dir=out_dir / f"seed_{s}")
+                for s in tqdm(seeds, desc="seeds", disable=not options.progress)
             )
         for seed, (run_dir, result, summary) in zip(seeds, runs, strict=False):
             first = first or summary
@@ -342,7 +335,7 @@ def multi_seed(
             if result.status == "interrupted":
                 raise KeyboardInterrupt  # the whole command stops, not just this seed
             if evaluate_test and result.status == "completed":
-                reports[seed] = evaluate_run(run_dir, data_dir=data_dir, device=device)
+                reports[seed] = evaluate_run(run_dir, data_dir=options.data_dir, device=options.device)
                 rows[-1].update(test_acc=reports[seed].acc, test_loss=reports[seed].loss)
     except BaseException as e:
         status, error = ("interrupted", None) if isinstance(e, KeyboardInterrupt) else ("failed", _reason(e))

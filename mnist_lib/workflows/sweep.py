@@ -32,6 +32,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..core.config import RunOptions
 from ..core.errors import UserError
 from ..core.paths import NOTEBOOKS_DIR
 from ..data.idx import TEST_LOCK_ENV
@@ -69,23 +70,19 @@ def trial_device(spec: SweepSpec) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def trial_options(spec: SweepSpec) -> RunOptions:
+    """How every trial of the sweep trains: its training subset, threads and device, no progress bars."""
+    return RunOptions(max_train_samples=spec.max_train_samples or None, threads=spec.threads, device=trial_device(spec), progress=False)
+
+
 def run_trial(spec: SweepSpec, config, name: str) -> dict:
     """Train one trial config; returns the run's summary.json. Never touches the test set."""
     out = sweep_dir(spec)
-    subset = spec.max_train_samples or None
     device = trial_device(spec)
     if spec.executor == "library":
         from .experiment import train_and_record
 
-        _, _, summary = train_and_record(
-            config,
-            run_dir=out / "runs" / name,
-            overwrite=True,
-            max_train_samples=subset,
-            threads=spec.threads,
-            device=device,
-            progress=False,
-        )
+        _, _, summary = train_and_record(config, trial_options(spec), run_dir=out / "runs" / name, overwrite=True)
         return summary
     import papermill
 
@@ -215,9 +212,9 @@ def run_population_batch(spec: SweepSpec, study, stage: str, batch: list) -> Non
                 runs = train_population_and_record(
                     [configs[i] for i in group],
                     [out / "runs" / f"{stage}-{t.number:04d}" for t in trials],
-                    overwrite=True, max_train_samples=spec.max_train_samples or None, threads=spec.threads,
-                    device=trial_device(spec), progress=False,
-                )  # fmt: skip
+                    trial_options(spec),
+                    overwrite=True,
+                )
             except Exception as e:
                 for t in trials:
                     _record_failure(t, e, time.perf_counter() - start)
