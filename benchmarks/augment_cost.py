@@ -16,7 +16,7 @@ import torch
 from common import emit, interleave, library_epoch, machine, paired_ratio, summary
 
 from mnist_lib import Config, prepare_data
-from mnist_lib.training.train import set_threads
+from mnist_lib.training.device import set_threads
 
 AUGMENTED = {
     "aug_rotate": 12.0,

@@ -19,7 +19,7 @@ import torch
 
 from mnist_lib import MLP, Config
 from mnist_lib.records.runs import atomic_write, environment
-from mnist_lib.training.setup import DTYPES, set_threads
+from mnist_lib.training.device import DTYPES, set_threads
 from mnist_lib.training.stacked import StackedMLP
 from mnist_lib.training.train import PopulationStep, population_epoch
 

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mnist_lib import Config, prepare_data
 from mnist_lib.data.idx import read_split
-from mnist_lib.training.setup import bf16_supported
+from mnist_lib.training.device import bf16_supported
 
 BATCH_SIZES = (64, 128, 256, 512, 1024)
 THREADS = (1, 2)

@@ -37,7 +37,8 @@ from epoch_speed import torchvision_style_epoch
 
 from mnist_lib import Config, UserError, prepare_data, train
 from mnist_lib.core.paths import REPO_ROOT
-from mnist_lib.training.train import select_device, train_population
+from mnist_lib.training.device import select_device
+from mnist_lib.training.train import train_population
 
 
 def timed(fn) -> tuple[float, object]:

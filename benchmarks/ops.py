@@ -31,7 +31,6 @@ import torch
 
 from mnist_lib import MLP, Config
 from mnist_lib.data.splits import Data
-from mnist_lib.training.setup import gather_batch
 from mnist_lib.training.stacked import StackedMLP
 from mnist_lib.training.train import PopulationStep
 
@@ -63,7 +62,7 @@ def ops_per_step(cfg: Config, members: int, steps: int = 3, warmup: int = 3) -> 
     batches = perms[:, : (warmup + steps) * cfg.batch_size].split(cfg.batch_size, dim=1)
 
     def body(idx: torch.Tensor) -> None:  # what GraphedEpochs captures
-        batch_loss, batch_correct = step(*gather_batch(x, y, idx))
+        batch_loss, batch_correct = step.on_rows(x, y, idx)
         loss_sum.add_(batch_loss)
         correct.add_(batch_correct)
 

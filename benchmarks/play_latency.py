@@ -19,7 +19,7 @@ import torch
 from common import emit, machine
 
 from mnist_lib.core.paths import RESULTS_DIR
-from mnist_lib.training.train import set_threads
+from mnist_lib.training.device import set_threads
 from mnist_lib.widgets import DigitPad, model_runs
 
 MODELS = ("runs/reference", "configs/mlp_aug/seed_0", "configs/mlp_noaug_v2/seed_0", "configs/fashion_reference/seed_0")

@@ -16,7 +16,7 @@ import argparse
 from common import emit, interleave, library_epoch, machine, paired_ratio, summary
 
 from mnist_lib import Config, prepare_data
-from mnist_lib.training.train import select_device, set_threads
+from mnist_lib.training.device import select_device, set_threads
 
 
 def main() -> None:

@@ -16,8 +16,7 @@ import statistics
 from common import emit, machine
 
 from mnist_lib import Config, prepare_data, train
-from mnist_lib.training.setup import bf16_supported
-from mnist_lib.training.train import select_device
+from mnist_lib.training.device import bf16_supported, select_device
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -47,8 +47,8 @@ from epoch_speed import torchvision_style_epoch
 
 from mnist_lib import Config, prepare_data
 from mnist_lib.core.paths import REPO_ROOT
+from mnist_lib.training.device import DTYPES, bf16_supported, select_device, set_threads
 from mnist_lib.training.model import MLP
-from mnist_lib.training.setup import DTYPES, bf16_supported, select_device, set_threads
 
 
 def gemm_epoch(cfg: Config, n: int, dtype: torch.dtype, device: torch.device, needed_only: bool):

@@ -8,9 +8,9 @@ Layers, each importing only those above it in this list:
 
     core/       config (hyperparameters), datasets (the registry), paths, errors, files (safe reading)
     data/       idx (IDX files: read, verify, download), splits (train/val, normalization), images, explore
-    training/   model (MLP), augment, stacked (M models as one, in a flat buffer), optim (its
-                optimizer), setup, train (the one step and loop: a run is a population of one),
-                graphs (CUDA-graph replay), evaluate (metrics), memory (will it fit?)
+    training/   model (MLP) -> stacked (M models as one, in a flat buffer) -> optim (its optimizer)
+                -> train (the one step and loop: a run is a population of one) -> graphs (CUDA-graph
+                replay); device, augment, evaluate (metrics), memory (will it fit?)
     records/    claim (run folders), runs (run records), compare (multi-seed results side by side), plots (figures)
     workflows/  experiment (a run end to end, over seeds), batch (notebooks via papermill), sweep*
     cli.py      python -m mnist_lib

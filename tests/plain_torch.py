@@ -5,7 +5,7 @@
 
 Nothing of mnist_lib's engine is used: the model is an MLP (the thing being
 trained, initialised from cfg.seed as the library does), the optimizer and the
-schedulers are torch's own (make_optimizer here, setup.make_scheduler, which only
+schedulers are torch's own (make_optimizer here, train.make_scheduler, which only
 pass the config's numbers to torch), the batches follow the library's
 documented order (a torch.Generator seeded with cfg.seed, one randperm per epoch).
 The MLP's Dropout modules draw their own masks, so a run with dropout agrees with
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_lib import MLP, Config
-from mnist_lib.training.setup import examples_per_epoch, make_scheduler
+from mnist_lib.training.train import examples_per_epoch, make_scheduler
 
 CPU = torch.device("cpu")
 

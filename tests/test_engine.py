@@ -18,7 +18,7 @@ from torch import nn
 from mnist_lib import MLP, Config, train
 from mnist_lib.data.splits import Data
 from mnist_lib.training.evaluate import evaluate, predict_logits
-from mnist_lib.training.setup import make_scheduler
+from mnist_lib.training.train import make_scheduler
 
 CPU = torch.device("cpu")
 SMALL = {"hidden": (32, 16), "dropout": (0.0, 0.0)}  # no dropout: the reference draws no masks

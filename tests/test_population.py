@@ -20,9 +20,8 @@ from mnist_lib.training import train as engine
 from mnist_lib.training.evaluate import evaluate_members
 from mnist_lib.training.model import keep_mask
 from mnist_lib.training.optim import FlatOptimizer
-from mnist_lib.training.setup import make_scheduler
 from mnist_lib.training.stacked import StackedMLP
-from mnist_lib.training.train import PopulationStep, check_compatible, group_configs, schedule_table, train_population
+from mnist_lib.training.train import PopulationStep, check_compatible, group_configs, make_scheduler, schedule_table, train_population
 
 CPU = torch.device("cpu")
 
@@ -372,6 +371,9 @@ def test_graphed_epochs_warm_up_capture_once_replay_each_full_batch_and_run_the_
         model = type("M", (), {"n_members": 2})()
         optimizer = type("O", (), {"state_ready": lambda self: True})()
         mode = ((0.0, 0.0, 0.9), True)
+
+        def on_rows(self, x, y, idx):
+            return self(*engine.gather_batch(x, y, idx))
 
         def __call__(self, x, y):
             if fake.capturing:  # recorded, not run: the replay will run it

@@ -15,7 +15,7 @@ from plain_torch import make_optimizer
 
 from mnist_lib import MLP, Config, train
 from mnist_lib.core.errors import UserError
-from mnist_lib.training.setup import make_scheduler
+from mnist_lib.training.train import make_scheduler
 
 
 @pytest.fixture

@@ -332,7 +332,7 @@ def test_model_file_messages_say_what_is_wrong(model_file):
 
 
 def test_bf16_support_is_false_where_there_is_no_bf16_matmul():
-    from mnist_lib.training.setup import bf16_supported
+    from mnist_lib.training.device import bf16_supported
 
     assert bf16_supported("meta") is False
     assert bf16_supported("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

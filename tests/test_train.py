@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mnist_lib import MLP, Config, evaluate, train
-from mnist_lib.training.train import METRIC_COLUMNS, select_device
+from mnist_lib.training.device import select_device
+from mnist_lib.training.train import METRIC_COLUMNS
 
 QUICK = Config(epochs=2, batch_size=64, lr=2e-3, hidden=(256, 128), dropout=(0.1, 0.1))
 
@@ -173,7 +174,7 @@ def test_only_a_non_finite_validation_loss_also_stops_the_run(small_data, monkey
 
 def test_unavailable_devices_and_bad_thread_counts_are_one_clear_line(monkeypatch):
     from mnist_lib.core.errors import UserError
-    from mnist_lib.training.train import set_threads
+    from mnist_lib.training.device import set_threads
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)

@@ -1,6 +1,6 @@
 """The whole training step captured once as a CUDA graph and replayed for every batch.
 
-    runner = GraphedEpochs(step, x_train, y_train, batch_size)   # step: a population.PopulationStep on CUDA
+    runner = GraphedEpochs(step, x_train, y_train, batch_size)   # step: a train.PopulationStep on CUDA
     loss_sum, correct = runner.epoch(perms)                       # perms [M, n]: each member's batch order
 
 On a GPU this network's step is bound by kernel launches, not arithmetic: the
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import torch
 
-from .setup import gather_batch
-
 WARMUP = 3  # eager steps before the capture (torch's docs use 3 for whole-network capture)
 
 
@@ -37,7 +35,7 @@ class GraphedEpochs:
     """Epochs of a PopulationStep as CUDA-graph replays: one replay per full batch, the last partial batch eager."""
 
     def __init__(self, step, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
-        # x on a CUDA device: setup.resolve_graph refuses a graph anywhere else before this is built
+        # x on a CUDA device: device.resolve_graph refuses a graph anywhere else before this is built
         self.step, self.x, self.y, self.batch_size = step, x, y, batch_size
         members = step.model.n_members
         self.idx = torch.zeros(members, batch_size, dtype=torch.long, device=x.device)  # the batch's rows, per member
@@ -49,7 +47,7 @@ class GraphedEpochs:
 
     def _body(self) -> None:
         """One training step on the batch self.idx names, adding to the running sums: what the graph holds."""
-        batch_loss, batch_correct = self.step(*gather_batch(self.x, self.y, self.idx))
+        batch_loss, batch_correct = self.step.on_rows(self.x, self.y, self.idx)
         self.loss_sum += batch_loss
         self.correct += batch_correct
 
@@ -72,7 +70,7 @@ class GraphedEpochs:
         batches = perms.split(self.batch_size, dim=1)
         for i, rows in enumerate(batches):
             if rows.shape[1] < self.batch_size:  # the shorter last batch: eager, same step, same tensors
-                batch_loss, batch_correct = self.step(*gather_batch(self.x, self.y, rows))
+                batch_loss, batch_correct = self.step.on_rows(self.x, self.y, rows)
                 self.loss_sum += batch_loss
                 self.correct += batch_correct
                 continue

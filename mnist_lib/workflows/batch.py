@@ -35,7 +35,7 @@ from ..core.errors import UserError
 from ..core.files import read_yaml, writable_dir
 from ..core.paths import EXECUTED_NOTEBOOKS_DIR, NOTEBOOK_PARAMS_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from ..records.claim import check_name, check_subpath
-from ..training.setup import select_device
+from ..training.device import select_device
 
 KERNEL = "python3"  # the project environment's own kernel (see use_project_kernel)
 

@@ -30,11 +30,11 @@ from ..data.splits import load_test, prepare_data
 from ..records import plots
 from ..records.claim import Claim, claim_run_dir, lock_run_dir, writer_alive
 from ..records.runs import RunRecorder, environment, load_model, read_summary, update_summary
+from ..training.device import resolve_graph, select_device, set_threads
 from ..training.evaluate import Report, classification_report
 from ..training.memory import check_fits, human, is_out_of_memory, training_bytes
 from ..training.model import count_params
-from ..training.setup import check_trainable, resolve_graph
-from ..training.train import TrainResult, check_compatible, select_device, set_threads, train, train_population
+from ..training.train import TrainResult, check_compatible, check_trainable, train, train_population
 
 POPULATION_CHOICES = ("auto", "on", "off")  # multi_seed's population option
 

@@ -378,7 +378,7 @@ def run_sweep(spec: SweepSpec, workers: int | None = None, recover: bool | None 
     checked before any trial starts. Ctrl-C stops the workers and raises
     KeyboardInterrupt once their trials are queued again.
     """
-    from ..training.setup import select_device
+    from ..training.device import select_device
 
     try:
         select_device(trial_device(spec))
