@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--population", choices=["auto", "on", "off"],
         help="with --seeds: train the seeds side by side as one population (on), one after another (off), or side by side "
-        "on CUDA only (auto, the default: on the CPU a population is slower per model)",
+        "where it is faster per model (auto, the default: on CUDA, and on the CPU with 2 or more threads)",
     )  # fmt: skip
     t.add_argument(
         "--graph", action=argparse.BooleanOptionalAction,

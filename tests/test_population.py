@@ -321,6 +321,19 @@ def test_seeds_side_by_side_leave_the_records_one_after_another_leaves(tmp_path,
         multi_seed(cfg, [0], tmp_path / "x", options, population="yes")
 
 
+@pytest.mark.parametrize("threads, side_by_side", [(1, False), (2, True)])
+def test_seeds_go_side_by_side_by_default_where_populations_pay(tmp_path, mnist_dir, threads, side_by_side):
+    """population auto on the CPU: a population at 2+ threads (faster per model there), one after another at 1."""
+    from mnist_lib.workflows.experiment import multi_seed, populations_pay
+
+    assert populations_pay(torch.device("cpu"), threads) is side_by_side and populations_pay(torch.device("cuda"), 1)
+    cfg = Config(epochs=1, hidden=(16,), dropout=(0.0,))
+    options = RunOptions(data_dir=mnist_dir, max_train_samples=500, threads=threads, device="cpu", progress=False)
+    out = multi_seed(cfg, [0, 1], tmp_path / "s", options, evaluate_test=False).out_dir
+    summary = json.loads((out / "seed_1" / "summary.json").read_text())
+    assert summary.get("population_size") == (2 if side_by_side else None)
+
+
 class FakeCuda:
     """torch.cuda's stream and graph API, recorded on the CPU: what GraphedEpochs asks of it, in order.
 

@@ -270,6 +270,17 @@ class SeedResults:
         return f"{val}, test {100 * a['test_acc_mean']:.2f} ± {100 * a['test_acc_std']:.2f} % ({a['n_seeds']} seeds)"
 
 
+def populations_pay(device, threads: int) -> bool:
+    """Whether M models train faster side by side than one after another here: on CUDA, and on the CPU with 2+ threads.
+
+    Measured with benchmarks/population.py (2026-11-30, 2-vCPU Intel Xeon, reference network, fp32;
+    results/benchmarks/population_cpu_one_engine.csv and population_cpu_1thread.csv): per model, a
+    population's epoch took 0.91x (2 members), 0.84x (4) and 0.76x (8) a single run's at 2 threads,
+    but 1.09x (2) and 1.08x (4) at 1 thread, where a bigger batched GEMM has no second core to use.
+    """
+    return device.type == "cuda" or (device.type == "cpu" and threads > 1)
+
+
 def multi_seed(
     config: Config,
     seeds: list[int],
@@ -285,8 +296,8 @@ def multi_seed(
 
     out_dir None means results/runs/<name> (default name: a timestamp), as for one run.
     population: "on" trains the seeds side by side as one population
-    (training/train.py), "off" one after another, "auto" side by side on CUDA
-    only (on the CPU a population is slower per model: benchmarks/population.py).
+    (training/train.py), "off" one after another, "auto" side by side where that
+    is faster per model (populations_pay: on CUDA, and on the CPU with 2+ threads).
 
     Writes out_dir/summary.csv (a row per seed) and out_dir/summary.json (config,
     mean and sample std of validation and test accuracy, split hash, versions, and
@@ -302,8 +313,8 @@ def multi_seed(
         raise UserError(f"population must be one of {', '.join(POPULATION_CHOICES)}, got {population!r}")
     dev = select_device(options.device)
     resolve_graph(options.graph, dev)  # refused before the output folder is made
-    set_threads(options.threads)
-    side_by_side = population == "on" or (population == "auto" and dev.type == "cuda")
+    n_threads = set_threads(options.threads)
+    side_by_side = population == "on" or (population == "auto" and populations_pay(dev, n_threads))
     claim = claim_run_dir(out_dir, name, overwrite)
     out_dir = claim.path
     started = {
