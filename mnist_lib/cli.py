@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--population", choices=["auto", "on", "off"],
         help="with --seeds: train the seeds side by side as one population (on), one after another (off), or side by side "
-        "where it is faster per model (auto, the default: on CUDA, and on the CPU with 2 or more threads)",
+        "where it is faster per model (auto, the default: on CUDA; on the CPU with 2+ threads that divide the number of seeds)",
     )  # fmt: skip
     t.add_argument(
         "--graph", action=argparse.BooleanOptionalAction,

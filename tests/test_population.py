@@ -314,6 +314,7 @@ def test_seeds_side_by_side_leave_the_records_one_after_another_leaves(tmp_path,
             assert float(ra["train_loss"]) == pytest.approx(float(rb["train_loss"]), rel=1e-4)
         summary = json.loads((a / "summary.json").read_text())
         assert summary["population_size"] == 2 and summary["status"] == "completed"
+        assert summary["population_members"] == ["seed_3", "seed_4"] and summary["population_index"] == seed - 3  # what reproduces it
         model, config, _, _ = load_model(a)
         assert config.seed == seed
     assert json.loads((tmp_path / "side" / "summary.json").read_text())["population_size"] == 2
@@ -321,17 +322,17 @@ def test_seeds_side_by_side_leave_the_records_one_after_another_leaves(tmp_path,
         multi_seed(cfg, [0], tmp_path / "x", options, population="yes")
 
 
-@pytest.mark.parametrize("threads, side_by_side", [(1, False), (2, True)])
-def test_seeds_go_side_by_side_by_default_where_populations_pay(tmp_path, mnist_dir, threads, side_by_side):
-    """population auto on the CPU: a population at 2+ threads (faster per model there), one after another at 1."""
+@pytest.mark.parametrize("threads, seeds, side_by_side", [(1, [0, 1], False), (2, [0, 1], True), (2, [0, 1, 2], False)])
+def test_seeds_go_side_by_side_by_default_where_populations_pay(tmp_path, mnist_dir, threads, seeds, side_by_side):
+    """population auto on the CPU: a population where the threads divide the members (faster per model), else one after another."""
     from mnist_lib.workflows.experiment import multi_seed, populations_pay
 
-    assert populations_pay(torch.device("cpu"), threads) is side_by_side and populations_pay(torch.device("cuda"), 1)
+    assert populations_pay(torch.device("cpu"), threads, len(seeds)) is side_by_side and populations_pay(torch.device("cuda"), 1, 3)
     cfg = Config(epochs=1, hidden=(16,), dropout=(0.0,))
     options = RunOptions(data_dir=mnist_dir, max_train_samples=500, threads=threads, device="cpu", progress=False)
-    out = multi_seed(cfg, [0, 1], tmp_path / "s", options, evaluate_test=False).out_dir
+    out = multi_seed(cfg, seeds, tmp_path / "s", options, evaluate_test=False).out_dir
     summary = json.loads((out / "seed_1" / "summary.json").read_text())
-    assert summary.get("population_size") == (2 if side_by_side else None)
+    assert summary.get("population_size") == (len(seeds) if side_by_side else None)
 
 
 class FakeCuda:

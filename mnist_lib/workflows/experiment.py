@@ -81,7 +81,9 @@ def train_population_and_record(
 ) -> list[tuple[Path, TrainResult, dict]]:
     """Train `configs` side by side as one population (training/train.py); a run record per member in `run_dirs`.
 
-    Each record has the layout and fields of a single run's, plus population_size.
+    Each record has the layout and fields of a single run's, plus population_size,
+    population_index (its place) and population_members (the members' folder
+    names, in order): a member is reproduced by its config and that population.
     Its train_seconds is the population's wall time, shared by all its members.
     The run directories must be new unless `overwrite` (claim_run_dir's rules apply to each).
     """
@@ -98,8 +100,11 @@ def train_population_and_record(
         raise
     recorders: list[RunRecorder] = []
     try:
-        for claim, cfg in zip(claims, configs, strict=True):
-            recorders.append(_start_record(claim, cfg, data, dev, n_threads, options.max_train_samples, population_size=len(configs)))
+        # what reproduces a member: its seed (config) and its population, the members in order (they share one dropout stream)
+        members = [claim.path.name for claim in claims]
+        for m, (claim, cfg) in enumerate(zip(claims, configs, strict=True)):
+            population = {"population_size": len(configs), "population_index": m, "population_members": members}
+            recorders.append(_start_record(claim, cfg, data, dev, n_threads, options.max_train_samples, **population))
     except BaseException as e:  # the first files could not be written (a full disk): the started records say so
         _fail_records(recorders, e, configs[0], dev, len(configs))
         for r in recorders:
@@ -270,15 +275,17 @@ class SeedResults:
         return f"{val}, test {100 * a['test_acc_mean']:.2f} ± {100 * a['test_acc_std']:.2f} % ({a['n_seeds']} seeds)"
 
 
-def populations_pay(device, threads: int) -> bool:
-    """Whether M models train faster side by side than one after another here: on CUDA, and on the CPU with 2+ threads.
+def populations_pay(device, threads: int, members: int) -> bool:
+    """Whether `members` models train faster side by side than one after another: on CUDA; on the CPU, with 2+ threads
+    and a member count the threads divide.
 
-    Measured with benchmarks/population.py (2026-11-30, 2-vCPU Intel Xeon, reference network, fp32;
-    results/benchmarks/population_cpu_one_engine.csv and population_cpu_1thread.csv): per model, a
-    population's epoch took 0.91x (2 members), 0.84x (4) and 0.76x (8) a single run's at 2 threads,
-    but 1.09x (2) and 1.08x (4) at 1 thread, where a bigger batched GEMM has no second core to use.
+    torch's batched matmul on the CPU splits the members between its threads, so 3 members on 2 threads
+    leave one thread idle for a third of every layer. Measured with benchmarks/population.py (2026-11-30,
+    2-vCPU Intel Xeon, reference network, fp32, results/benchmarks/population_cpu_members.csv and
+    population_cpu_1thread.csv): per model, a population's epoch took 0.89x (2 members), 1.13x (3),
+    0.90x (4) and 0.83x (8) a single run's at 2 threads, and 1.09x (2) and 1.08x (4) at 1 thread.
     """
-    return device.type == "cuda" or (device.type == "cpu" and threads > 1)
+    return device.type == "cuda" or (device.type == "cpu" and threads > 1 and members % threads == 0)
 
 
 def multi_seed(
@@ -297,7 +304,7 @@ def multi_seed(
     out_dir None means results/runs/<name> (default name: a timestamp), as for one run.
     population: "on" trains the seeds side by side as one population
     (training/train.py), "off" one after another, "auto" side by side where that
-    is faster per model (populations_pay: on CUDA, and on the CPU with 2+ threads).
+    is faster per model (populations_pay: on CUDA; on the CPU with 2+ threads that divide the seeds).
 
     Writes out_dir/summary.csv (a row per seed) and out_dir/summary.json (config,
     mean and sample std of validation and test accuracy, split hash, versions, and
@@ -314,7 +321,7 @@ def multi_seed(
     dev = select_device(options.device)
     resolve_graph(options.graph, dev)  # refused before the output folder is made
     n_threads = set_threads(options.threads)
-    side_by_side = population == "on" or (population == "auto" and populations_pay(dev, n_threads))
+    side_by_side = population == "on" or (population == "auto" and populations_pay(dev, n_threads, len(seeds)))
     claim = claim_run_dir(out_dir, name, overwrite)
     out_dir = claim.path
     started = {
