@@ -56,19 +56,29 @@ def evaluate_members(
     correct = torch.zeros(members, dtype=torch.long, device=x.device)
     try:
         for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
-            logits = model(xb.float().flatten(1).expand(members, -1, -1)).float()
-            target = yb.expand(members, -1)
-            loss += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(1)
-            correct += (logits.argmax(2) == target).sum(1)
+            batch_loss, batch_correct = loss_and_correct(
+                model(xb.float().flatten(1).expand(members, -1, -1)).float(), yb.expand(members, -1)
+            )
+            loss += batch_loss
+            correct += batch_correct
     finally:
         model.train(was_training)
     return (loss / len(y)).tolist(), [c / len(y) for c in correct.tolist()]
 
 
+def loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and count of correct predictions: the one evaluation rule.
+
+    logits [N, C] and y [N] give two scalars; a population's logits [M, N, C] and
+    y [M, N] give two [M] tensors, one value per member.
+    """
+    loss = F.cross_entropy(logits.movedim(-1, 1), y, reduction="none").sum(-1)
+    return loss, (logits.argmax(-1) == y).sum(-1)
+
+
 def _loss_acc(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    loss = F.cross_entropy(logits, y, reduction="sum").item() / len(y)
-    acc = (logits.argmax(1) == y).sum().item() / len(y)
-    return {"loss": loss, "acc": acc}
+    loss, correct = loss_and_correct(logits, y)
+    return {"loss": loss.item() / len(y), "acc": correct.item() / len(y)}
 
 
 def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes: int = N_CLASSES) -> torch.Tensor:
