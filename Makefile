@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-unit test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision bench-population gpu-pack gpu-check bench-gpu browser-deps screenshot results ablations mutate fuzz clean
+.PHONY: help setup test test-unit test-fast test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision bench-population gpu-pack gpu-check bench-gpu browser-deps screenshot results ablations mutate fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ test: lint test-unit test-notebooks ## the whole test suite: lint, unit tests, n
 
 test-unit: setup ## unit tests (pytest tests/), less the ones marked gpu (make gpu-check runs those)
 	$(PY) -m pytest -q -m "not gpu"
+
+test-fast: setup ## for the edit loop: the unit tests less the slow ones (CLI processes, sweeps, notebooks, browser, PostgreSQL), ~1.5 min
+	$(PY) -m pytest -q -m "not gpu and not slow"
 
 # --nbval-lax: only cells marked "# NBVAL_CHECK_OUTPUT" are compared (split sizes, class counts,
 # config echo, parameter count, rounded summaries); every other cell must merely run without error.

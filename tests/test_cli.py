@@ -14,6 +14,8 @@ from mnist_lib.cli import main
 from mnist_lib.core.datasets import DATASETS
 from mnist_lib.data.idx import find_file, read_split
 
+pytestmark = pytest.mark.slow  # the CLI in real processes: make test-fast leaves it out
+
 FILES = DATASETS["mnist"].files  # MNIST's four IDX files
 
 

@@ -25,6 +25,8 @@ from test_images import write_png
 from mnist_lib.core.datasets import DATASETS
 from mnist_lib.data.idx import find_file
 
+pytestmark = pytest.mark.slow  # every bad input through a real CLI process: make test-fast leaves it out
+
 FILES = DATASETS["mnist"].files  # MNIST's four IDX files
 
 

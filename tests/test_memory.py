@@ -57,6 +57,7 @@ def test_out_of_memory_errors_are_told_apart(error, oom):
     assert is_out_of_memory(error) == oom
 
 
+@pytest.mark.slow  # a real CLI process
 def test_a_real_allocation_failure_is_one_line_and_a_failed_record(tmp_path, mnist_dir):
     """Cap the process's data segment (RLIMIT_DATA) below what a 60000-unit layer needs, so the real allocator fails."""
     cap = 1500 * 2**20  # imports and data take ~400 MB; the model's weights, gradients and Adam state ~3 GB

@@ -131,6 +131,7 @@ def write_run(path, notebook, **parameters):
     return path
 
 
+@pytest.mark.slow  # notebooks through papermill and a kernel
 def test_batch_runs_notebooks_and_keeps_going_after_a_failure(scratch, capsys):
     broken = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise ValueError('deliberate')")]

@@ -34,6 +34,8 @@ from conftest import skip_or_fail
 
 from mnist_lib import Config, RunOptions, train_and_record
 
+pytestmark = pytest.mark.slow  # real processes sent SIGTERM and Ctrl-C: make test-fast leaves it out
+
 # long enough that nothing ends before its test signals it: 5,000 epochs of 8 batches
 LONG = [
     "--epochs",

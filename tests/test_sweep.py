@@ -21,6 +21,8 @@ from mnist_lib.core.errors import UserError
 from mnist_lib.data.idx import TEST_LOCK_ENV, find_file, read_split
 from mnist_lib.workflows.sweep_spec import decode_choice, expand, load_spec, refine_space
 
+pytestmark = pytest.mark.slow  # sweeps: worker processes, studies, real trials: make test-fast leaves it out
+
 FILES = DATASETS["mnist"].files  # MNIST's four IDX files
 
 TINY_BASE = {"epochs": 1, "hidden": [16], "dropout": [0.0], "batch_size": 64}

@@ -29,6 +29,8 @@ from mnist_lib.core.errors import UserError
 from mnist_lib.workflows import sweep
 from mnist_lib.workflows.sweep_spec import load_spec
 
+pytestmark = pytest.mark.slow  # sweeps killed and resumed in real processes: make test-fast leaves it out
+
 TINY_BASE = {"epochs": 1, "hidden": [16], "dropout": [0.0], "batch_size": 64}
 
 

@@ -1,8 +1,9 @@
 // Drive 06_play.ipynb in JupyterLab with headless Chromium: run all cells, draw a stroke with the mouse,
 // wait for the network's answer, take a screenshot. Called by tests/test_browser.py, which starts the server:
 //
-//     node tests/browser/play.mjs URL TOKEN SCREENSHOT.png
+//     CHROMIUM=/usr/bin/chromium node tests/browser/play.mjs URL TOKEN SCREENSHOT.png
 //
+// CHROMIUM: the browser to drive (default Debian's /usr/bin/chromium); never a downloaded one.
 // Prints one JSON line: the answer's class, the probability bars before and after the stroke, timings.
 import { chromium } from "playwright-core";
 
@@ -10,7 +11,7 @@ const [url, token, screenshot] = process.argv.slice(2);
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
-const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: FLAGS });
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: FLAGS });
 const result = {};
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
