@@ -1,6 +1,6 @@
 """Issue 19's hostile and unlucky inputs through the command line, in process: one line, exit 2, nothing lost.
 
-Each row names the cause it checks (README, "Bad input"): an --overwrite that
+Each row names the cause it checks (docs/cli.md, "Bad input"): an --overwrite that
 would delete what is not a run, a value that passed validation and crashed
 later, a file-system problem that was a traceback, a record that could lie. The
 rows call `mnist_lib.cli.main` in this process (cheap); tests/test_signals.py

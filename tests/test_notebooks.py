@@ -18,7 +18,7 @@ from mnist_lib.workflows.batch import load_run, notebook_parameters
 
 SOURCES = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 RUN_FILES = sorted(NOTEBOOK_PARAMS_DIR.glob("*.yaml"))
-# parameters a notebook may have besides Config fields (documented in the README)
+# parameters a notebook may have besides Config fields (documented in docs/notebooks.md)
 EXTRAS = {
     "01_explore_data.ipynb": {"n_samples", "figures_subdir", "config_file"},
     "02_train.ipynb": {"run_name", "max_train_samples", "threads", "device", "overwrite", "figures_subdir"},

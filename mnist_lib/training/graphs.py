@@ -5,7 +5,7 @@
 
 On a GPU this network's step is bound by kernel launches, not arithmetic: the
 forward, backward and optimizer are a few hundred small kernels. Replaying them as
-one graph costs one launch (README, Performance, GPU).
+one graph costs one launch (docs/performance.md, GPU).
 
 What the capture covers, per full batch: gathering the batch from the device-
 resident training set (the indices are copied into a static buffer first),

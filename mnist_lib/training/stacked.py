@@ -26,7 +26,7 @@ gathered there by one foreach copy), whatever the number of layers. Autograd
 puts each gradient in a fresh tensor, as it does for any model: accumulating
 into views of `flat_grad` set beforehand would cost a zero_() and an extra
 read-modify-write pass per step, 3 % of a step on a 2-vCPU Intel Xeon (measured
-against the old hand-written step; README, Performance).
+against the old hand-written step; docs/performance.md).
 """
 
 from __future__ import annotations
