@@ -1,4 +1,4 @@
-"""Packaging: pins are exact, environment.yml agrees with requirements.txt, no torchvision."""
+"""Packaging: pins are exact, environment.yml agrees with requirements.txt, torch and torchvision pinned as a pair."""
 
 import re
 import tomllib
@@ -13,11 +13,10 @@ def requirement_lines():
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-def test_requirements_are_exact_pins_with_cpu_safe_torch():
+def test_requirements_are_exact_pins_with_torch_and_torchvision_as_a_pair():
     reqs = requirement_lines()
     assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9.+]*", r) for r in reqs), reqs
-    assert "torch==2.13.0" in reqs
-    assert not any(r.lower().startswith(("torchvision", "torchaudio")) for r in reqs)
+    assert "torch==2.14.1" in reqs and "torchvision==0.29.1" in reqs  # the pair PyPI's torchvision 0.29.1 requires
 
 
 def test_environment_yml_matches_requirements():
@@ -32,7 +31,6 @@ def test_pyproject_declares_package_script_and_tools():
     assert meta["project"]["name"] == "mnist_lib"
     assert meta["project"]["scripts"]["mnist-lib"] == "mnist_lib.cli:main"
     assert "ruff" in meta["tool"] and "pytest" in meta["tool"]
-    assert not any("torchvision" in d for d in meta["project"]["dependencies"])
 
 
 def test_makefile_targets_are_documented():
