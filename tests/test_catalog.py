@@ -108,7 +108,7 @@ def test_the_browser_filters_by_dataset_status_and_any_query():
     browser.dataset.value = "fashion-mnist"
     assert list(browser.filtered()["dataset"].unique()) == ["fashion-mnist"] and len(browser.filtered()) == 3
     browser.dataset.value = "(all)"
-    browser.query.value = "norm == 'batch' and test_acc > 0.988"
+    browser.query.value = "norm == 'batch' and test_acc > 0.985"
     assert sorted(browser.filtered().index) == sorted(n for n in table.index if n.startswith("configs/mlp_noaug_v2"))
     browser.query.value = "norm == "  # half typed: ignored, not an error
     assert len(browser.filtered()) == 28
