@@ -1,5 +1,7 @@
 """The dataset registry: a synthetic dataset registered like a real one, folder resolution, foreign files, Fashion-MNIST."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -152,3 +154,27 @@ def test_a_norm_model_round_trips_with_its_buffers(tmp_path, small_data):
     assert int(bn.num_batches_tracked) == int(result.model.net[1].num_batches_tracked) > 0
     torch.testing.assert_close(bn.running_var, result.model.net[1].running_var)
     torch.testing.assert_close(model(small_data.x_val[:50]), result.model.eval()(small_data.x_val[:50]))
+
+
+@pytest.mark.parametrize("dataset, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_torchvision_layout_works_as_a_data_folder(tmp_path, monkeypatch, mnist_dir, fashion_dir, dataset, folder):
+    """<root>/MNIST/raw/ as torchvision leaves it: found from $MNIST_DATA_ROOT and from --data-dir ROOT; our layout wins."""
+    source = mnist_dir if dataset == "mnist" else fashion_dir
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    for f in Path(source).iterdir():
+        if "ubyte" in f.name:
+            (raw / f.name).symlink_to(f)
+    monkeypatch.delenv("MNIST_DATA_DIR", raising=False)
+    monkeypatch.setenv("MNIST_DATA_ROOT", str(tmp_path))
+    assert data_dir(dataset=dataset) == raw.resolve()
+    assert data_dir(tmp_path, dataset) == raw.resolve()  # a torchvision root handed over as the folder
+    images, labels = read_split("test", dataset=dataset)
+    assert images.shape == (10_000, 28, 28) and labels.shape == (10_000,)
+    own = tmp_path / dataset  # the project's own layout, when it holds the files, comes first
+    own.mkdir()
+    for f in raw.iterdir():
+        (own / f.name).symlink_to(f.resolve())
+    assert data_dir(dataset=dataset) == own.resolve()
+    (raw / next(iter(raw.iterdir())).name).unlink()
+    assert data_dir(tmp_path / "elsewhere", dataset) == (tmp_path / "elsewhere").resolve()  # no files anywhere: the folder named

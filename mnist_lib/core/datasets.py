@@ -48,6 +48,7 @@ class DatasetSpec:
     classes: tuple[str, ...]  # class names, index = label
     train_files: tuple[str, str]  # (images, labels) of the training file; the split's source
     test_files: tuple[str, str]  # (images, labels) of the test file
+    torchvision_folder: str = ""  # torchvision's folder for it under a root, <root>/<this>/raw/ ("": none)
 
     @property
     def n_classes(self) -> int:
@@ -116,6 +117,7 @@ register(
         ),  # fmt: skip
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),  # torchvision's
         classes=tuple(str(d) for d in range(10)),
+        torchvision_folder="MNIST",
         **STANDARD_SPLITS,
     )
 )
@@ -136,6 +138,7 @@ register(
         ),  # fmt: skip
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),  # torchvision's
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        torchvision_folder="FashionMNIST",
         **STANDARD_SPLITS,
     )
 )

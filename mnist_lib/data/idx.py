@@ -6,7 +6,8 @@
 Which datasets exist, their files, checksums and mirrors: datasets.py. A dataset's
 folder is, in order: an explicit argument (--data-dir), $MNIST_DATA_DIR (MNIST
 only, as before), $MNIST_DATA_ROOT/<dataset> (one root holding mnist/,
-fashion-mnist/, ... side by side), or data/<dataset> in the repository. Each file
+fashion-mnist/, ... side by side), or data/<dataset> in the repository; torchvision's
+<root>/MNIST/raw/ and <root>/FashionMNIST/raw/ are found as well. Each file
 may be gzipped or not; the MD5 of its uncompressed bytes must match the
 registry. A file that is another registered dataset's (the file names are the
 same) is named as such, never called corrupt. Missing files are downloaded from
@@ -53,22 +54,39 @@ def spec_of(dataset: str) -> DatasetSpec:
 
 
 def data_dir(path: str | Path | None = None, dataset: str = DEFAULT_DATASET) -> Path:
-    """Resolve a dataset's folder: argument, then $MNIST_DATA_DIR (MNIST), then $MNIST_DATA_ROOT/<dataset>, then data/<dataset>."""
-    spec_of(dataset)
+    """Resolve a dataset's folder: argument, then $MNIST_DATA_DIR (MNIST), then $MNIST_DATA_ROOT/<dataset>, then data/<dataset>.
+
+    torchvision's layout is taken too, so files a torchvision script downloaded are
+    not fetched again: where the folder lacks the dataset's files and
+    <root>/<torchvision folder>/raw/ holds them all (root: the folder's parent for a
+    root-based folder, or the folder itself), that raw/ folder is the data folder.
+    """
+    spec = spec_of(dataset)
+    root = None
     if path is None:
         if dataset == "mnist" and os.environ.get(DATA_DIR_ENV):
             path = os.environ[DATA_DIR_ENV]
         else:
-            path = Path(os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT) / dataset
+            root = Path(os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT)
+            path = root / dataset
     try:
         folder = Path(path).expanduser().resolve(strict=False)
         if folder.exists() and not folder.is_dir():
             raise UserError(f"data folder {folder} exists and is a file, not a folder of IDX files")
+        if spec.torchvision_folder and not _holds_all(folder, spec):
+            roots = ([Path(root).expanduser().resolve(strict=False)] if root is not None else []) + [folder]
+            raw = next((r / spec.torchvision_folder / "raw" for r in roots if _holds_all(r / spec.torchvision_folder / "raw", spec)), None)
+            folder = raw or folder
     except OSError as e:  # a symlink loop, a path through a file
         raise UserError(describe_os_error(e, path, "cannot use the data folder")) from None
     except RuntimeError:  # Python 3.11's resolve() on a symlink loop
         raise UserError(f"cannot use the data folder {path}: a symbolic link loop") from None
     return folder
+
+
+def _holds_all(folder: Path, spec: DatasetSpec) -> bool:
+    """Whether `folder` has every file of the dataset, gzipped or not (nothing is read)."""
+    return folder.is_dir() and all(find_file(folder, name) is not None for name in spec.files)
 
 
 def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
