@@ -90,7 +90,8 @@ class StackedAugment:
 
     def __init__(self, augments: Sequence[Augment | None], device: torch.device | str) -> None:
         device = torch.device(device)
-        augs = [a if a is not None and a.active else Augment() for a in augments]
+        on = [a is not None and a.active for a in augments]
+        augs = [a if a_on else Augment() for a, a_on in zip(augments, on, strict=True)]
 
         def column(name: str) -> torch.Tensor:
             return torch.tensor([float(getattr(a, name)) for a in augs], dtype=torch.float32, device=device).view(-1, 1)
@@ -107,8 +108,7 @@ class StackedAugment:
                 padded[m, :, : b.shape[1]] = b
             self.basis = padded.to(device)
         self.base_grid = _base_grid(str(device))
-        everyone = all(a is not None and a.active for a in augments)
-        self.augmented = None if everyone else torch.tensor([a is not None and a.active for a in augments], device=device).view(-1, 1, 1)
+        self.augmented = None if all(on) else torch.tensor(on, device=device).view(-1, 1, 1)  # members left untouched
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         m, b = x.shape[:2]
