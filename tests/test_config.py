@@ -112,7 +112,7 @@ def test_defaults_are_the_reference_experiment_and_every_field_is_documented():
     for f in dataclasses.fields(Config):
         assert f.metadata["help"] and isinstance(Config.choices(f.name), tuple), f.name
     assert Config.choices("precision") == ("fp32", "bf16")
-    assert Config.choices("dataset") == ("mnist", "fashion-mnist")
+    assert Config.choices("dataset") == ("mnist", "fashion-mnist", "kmnist")
 
 
 def test_to_json_is_indented_and_from_json_names_its_errors():

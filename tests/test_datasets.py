@@ -52,10 +52,10 @@ def test_val_size_bounds_follow_the_dataset(tmp_path, fake_dataset):
 
 
 def test_unknown_dataset_lists_the_registered_ones():
-    with pytest.raises(UserError, match="dataset must be one of mnist, fashion-mnist, got 'kmnist'"):
-        Config(dataset="kmnist")
-    with pytest.raises(UserError, match="unknown dataset 'kmnist'; registered: mnist, fashion-mnist"):
-        read_split("train", dataset="kmnist")
+    with pytest.raises(UserError, match="dataset must be one of mnist, fashion-mnist, kmnist, got 'emnist'"):
+        Config(dataset="emnist")
+    with pytest.raises(UserError, match="unknown dataset 'emnist'; registered: mnist, fashion-mnist, kmnist"):
+        read_split("train", dataset="emnist")
 
 
 def test_registering_twice_or_inconsistently_is_refused():
@@ -72,8 +72,8 @@ def test_registry_entries_match_the_shared_data_readmes():
     """Fashion-MNIST's checksums and class names as its README gives them; both datasets are 60k + 10k of 28 x 28."""
     fashion = datasets.DATASETS["fashion-mnist"]
     assert fashion.classes == FASHION_CLASSES
-    assert fashion.files["train-images-idx3-ubyte"] == (2051, (60000, 28, 28), "f4a8712d7a061bf5bd6d2ca38dc4d50a")
-    assert fashion.files["t10k-labels-idx1-ubyte"] == (2049, (10000,), "15d484375f8d13e6eb1aabb0c3f46965")
+    assert fashion.files["train-images-idx3-ubyte"][:3] == (2051, (60000, 28, 28), "f4a8712d7a061bf5bd6d2ca38dc4d50a")
+    assert fashion.files["t10k-labels-idx1-ubyte"][:3] == (2049, (10000,), "15d484375f8d13e6eb1aabb0c3f46965")
     assert datasets.DATASETS["mnist"].classes == tuple("0123456789")
     assert datasets.identify("9018921c3c673c538a1fc5bad174d6f9") == ("fashion-mnist", "train-labels-idx1-ubyte")
     assert datasets.identify("6bbc9ace898e44ae57da46a324031adb") == ("mnist", "train-images-idx3-ubyte")

@@ -84,7 +84,7 @@ def _registered_norms() -> tuple[str, ...]:
 class Config:
     """Hyperparameters of one training run (reference values by default)."""
 
-    dataset: str = _f("mnist", "registered dataset to train on (datasets.py): mnist or fashion-mnist", _registered_datasets)
+    dataset: str = _f("mnist", "registered dataset to train on (datasets.py): mnist, fashion-mnist or kmnist", _registered_datasets)
     epochs: int = _f(25, "passes over the training split")
     batch_size: int = _f(128, "examples per optimizer step")
     optimizer: str = _f("adam", "adam, adamw (decoupled weight decay) or sgd", OPTIMIZERS)

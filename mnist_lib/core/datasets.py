@@ -2,29 +2,39 @@
 
     spec = DATASETS["fashion-mnist"]
     spec.classes[5]                          # 'Sandal'
-    spec.files["t10k-labels-idx1-ubyte"]     # IdxFile(magic=2049, shape=(10000,), md5='15d4...')
+    spec.files["t10k-labels-idx1-ubyte"]     # IdxFile(magic=2049, shape=(10000,), md5='15d4...', gz_md5='bb30...')
     identify("f4a8712d7a061bf5bd6d2ca38dc4d50a")   # ('fashion-mnist', 'train-images-idx3-ubyte')
 
 Every dataset is four unsigned-byte IDX files: training images and labels, test
-images and labels. Adding one (KMNIST, EMNIST-digits, ...) is one `register` call
-with its checksums; the data layer, the Config's `dataset` choices, the class
-names in plots and `predict` all follow from it. The MD5s are those of the
-uncompressed files, so a recompressed .gz still verifies.
+images and labels. MNIST, Fashion-MNIST and KMNIST are registered from
+torchvision's dataset classes (torchvision_source.py): their file names,
+mirrors, the MD5s of the .gz files, class names and torchvision's folder. This
+file keeps only what torchvision does not give: the numbers of examples and the
+MD5s of the uncompressed files, which verify a file however it was compressed
+and tell one dataset's files from another's (the file names are the same). For
+KMNIST no such MD5 is known, so its files are verified as the .gz torchvision
+downloads. Adding a dataset is one `register` call; the data layer, the
+Config's `dataset` choices, the class names in plots and `predict` follow.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
+
+from . import torchvision_source
 
 
 class IdxFile(NamedTuple):
-    """What one IDX file must be: its magic number, shape and the MD5 of its uncompressed bytes."""
+    """What one IDX file must be: its magic number, its shape, and the MD5 of its uncompressed bytes or of its .gz."""
 
     magic: int
     shape: tuple[int, ...]
-    md5: str
+    md5: str  # of the uncompressed bytes; "" where none is known
+    gz_md5: str = ""  # of the .gz file torchvision downloads; "" where none is known
 
     @property
     def size(self) -> int:
@@ -90,58 +100,90 @@ def unregister(name: str) -> None:
 STANDARD_FILE_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def standard_files(n_train: int, n_test: int, md5s: tuple[str, str, str, str]) -> dict[str, IdxFile]:
-    """The usual four MNIST-format files of 28 x 28 images; md5s in the order train images, train labels, test images, test labels."""
+def standard_files(n_train: int, n_test: int, md5s: tuple[str, str, str, str], gz_md5s: tuple[str, ...] = ("",) * 4) -> dict[str, IdxFile]:
+    """The usual four MNIST-format files of 28 x 28 images; MD5s in the order train images, train labels, test images, test labels."""
     names = STANDARD_FILE_NAMES
     shapes = ((n_train, 28, 28), (n_train,), (n_test, 28, 28), (n_test,))
     # an unsigned-byte IDX file's magic is 0x0800 + its number of dimensions
-    return {name: IdxFile(0x0800 + len(shape), shape, md5) for name, shape, md5 in zip(names, shapes, md5s, strict=True)}
+    return {
+        name: IdxFile(0x0800 + len(shape), shape, md5, gz_md5)
+        for name, shape, md5, gz_md5 in zip(names, shapes, md5s, gz_md5s, strict=True)
+    }
 
 
 STANDARD_SPLITS = {"train_files": STANDARD_FILE_NAMES[:2], "test_files": STANDARD_FILE_NAMES[2:]}
 
-register(
-    DatasetSpec(
-        name="mnist",
-        title="MNIST",
-        # from the MNIST README (LeCun, Cortes and Burges)
-        files=standard_files(
-            60_000,
-            10_000,
-            (
-                "6bbc9ace898e44ae57da46a324031adb",
-                "a25bea736e30d166cdddb491f175f624",
-                "2646ac647ad5339dbf082846283269ea",
-                "27ae3e4e09519cfbb04c329615203637",
-            ),
-        ),  # fmt: skip
-        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),  # torchvision's
-        classes=tuple(str(d) for d in range(10)),
-        torchvision_folder="MNIST",
+
+def class_name(torchvision_name: str) -> str:
+    """How a class is named here: torchvision's name, except that a digit named "3 - three" is named "3"."""
+    digit = re.fullmatch(r"(\d+) - \w+", torchvision_name)
+    return digit.group(1) if digit else torchvision_name
+
+
+def from_torchvision(
+    name: str,
+    title: str,
+    torchvision_class: str,
+    n_train: int = 60_000,
+    n_test: int = 10_000,
+    md5s: tuple[str, str, str, str] = ("",) * 4,
+    source: Path | None = None,
+) -> DatasetSpec:
+    """A dataset as torchvision's class `torchvision_class` describes it, with what torchvision does not give.
+
+    md5s: of the uncompressed files, in the order train images, train labels, test
+    images, test labels ("" where unknown). source: torchvision's mnist.py (tests
+    hand a synthetic one).
+    """
+    tv = torchvision_source.dataset_class(torchvision_class, source)
+    gz = dict(tv.resources)
+    wanted = tuple(f"{file}.gz" for file in STANDARD_FILE_NAMES)
+    if sorted(gz) != sorted(wanted):
+        raise torchvision_source.TorchvisionSourceError(
+            f"torchvision's {torchvision_class} has the files {sorted(gz)}, not the four MNIST-format files {list(wanted)}"
+        )
+    return DatasetSpec(
+        name=name,
+        title=title,
+        files=standard_files(n_train, n_test, md5s, tuple(gz[f] for f in wanted)),
+        mirrors=tv.mirrors,
+        classes=tuple(map(class_name, tv.classes)),
+        torchvision_folder=tv.folder,
         **STANDARD_SPLITS,
     )
-)
+
+
+# MD5s of the uncompressed files: MNIST's from its README (LeCun, Cortes and Burges), Fashion-MNIST's from
+# Xiao, Rasul and Vollgraf 2017; both match ../shared/data/*/README.md.
 register(
-    DatasetSpec(
-        name="fashion-mnist",
-        title="Fashion-MNIST",
-        # Xiao, Rasul and Vollgraf 2017; MD5s of the uncompressed files
-        files=standard_files(
-            60_000,
-            10_000,
-            (
-                "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-                "9018921c3c673c538a1fc5bad174d6f9",
-                "8181f5470baa50b63fa0f6fddb340f0a",
-                "15d484375f8d13e6eb1aabb0c3f46965",
-            ),
-        ),  # fmt: skip
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),  # torchvision's
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        torchvision_folder="FashionMNIST",
-        **STANDARD_SPLITS,
+    from_torchvision(
+        "mnist",
+        "MNIST",
+        "MNIST",
+        md5s=(
+            "6bbc9ace898e44ae57da46a324031adb",
+            "a25bea736e30d166cdddb491f175f624",
+            "2646ac647ad5339dbf082846283269ea",
+            "27ae3e4e09519cfbb04c329615203637",
+        ),
     )
-)
+)  # fmt: skip
+register(
+    from_torchvision(
+        "fashion-mnist",
+        "Fashion-MNIST",
+        "FashionMNIST",
+        md5s=(
+            "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "9018921c3c673c538a1fc5bad174d6f9",
+            "8181f5470baa50b63fa0f6fddb340f0a",
+            "15d484375f8d13e6eb1aabb0c3f46965",
+        ),
+    )
+)  # fmt: skip
+# Kuzushiji-MNIST (Clanuwat et al. 2018): ten cursive hiragana, 60,000 + 10,000 images of 28 x 28. Its files are
+# not on this project's machines, so no MD5 of the uncompressed files is known: they verify as torchvision's .gz.
+register(from_torchvision("kmnist", "KMNIST", "KMNIST"))
 
 
 def get(name: str) -> DatasetSpec:
@@ -153,10 +195,10 @@ def get(name: str) -> DatasetSpec:
 
 
 def identify(md5: str) -> tuple[str, str] | None:
-    """(dataset, file name) of the registered file with this MD5 (uncompressed bytes), or None."""
+    """(dataset, file name) of the registered file with this MD5 (of the uncompressed bytes or of the .gz), or None."""
     for spec in DATASETS.values():
         for file_name, f in spec.files.items():
-            if f.md5 == md5:
+            if md5 in (f.md5, f.gz_md5) and md5:
                 return spec.name, file_name
     return None
 

@@ -7,10 +7,12 @@ Which datasets exist, their files, checksums and mirrors: datasets.py. A dataset
 folder is, in order: an explicit argument (--data-dir), $MNIST_DATA_DIR (MNIST
 only, as before), $MNIST_DATA_ROOT/<dataset> (one root holding mnist/,
 fashion-mnist/, ... side by side), or data/<dataset> in the repository; torchvision's
-<root>/MNIST/raw/ and <root>/FashionMNIST/raw/ are found as well. Each file
-may be gzipped or not; the MD5 of its uncompressed bytes must match the
-registry. A file that is another registered dataset's (the file names are the
-same) is named as such, never called corrupt. Missing files are downloaded from
+<root>/MNIST/raw/, <root>/FashionMNIST/raw/ and <root>/KMNIST/raw/ are found as
+well. Each file may be gzipped or not; the MD5 of its uncompressed bytes must
+match the registry, or, for a dataset whose uncompressed MD5s are not known
+(KMNIST), the file must be the .gz torchvision downloads, with its MD5. A file
+that is another registered dataset's (the file names are the same) is named as
+such, never called corrupt. Missing files are downloaded from
 the dataset's mirrors (MNIST_MIRRORS, comma-separated, overrides them), written
 under a temporary name and renamed only once verified. The training split code
 never calls read_split("test").
@@ -33,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core import datasets
-from ..core.datasets import DatasetSpec, idx_size
+from ..core.datasets import DatasetSpec, IdxFile, idx_size
 from ..core.errors import UserError
 from ..core.files import describe_os_error
 from ..core.paths import DATA_DIR_ENV, DATA_ROOT_ENV, DEFAULT_DATA_ROOT
@@ -86,7 +88,7 @@ def data_dir(path: str | Path | None = None, dataset: str = DEFAULT_DATASET) -> 
 
 def _holds_all(folder: Path, spec: DatasetSpec) -> bool:
     """Whether `folder` has every file of the dataset, gzipped or not (nothing is read)."""
-    return folder.is_dir() and all(find_file(folder, name) is not None for name in spec.files)
+    return folder.is_dir() and all(find_file(folder, name, spec) is not None for name in spec.files)
 
 
 def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
@@ -120,22 +122,41 @@ def _read_bytes(path: Path, limit: int) -> bytes:
     return raw
 
 
-def find_file(directory: Path, name: str) -> Path | None:
-    """The file for `name` in `directory`, uncompressed or .gz, or None."""
-    for candidate in (directory / name, directory / f"{name}.gz"):
+def find_file(directory: Path, name: str, spec: DatasetSpec | None = None) -> Path | None:
+    """The file for `name` in `directory`, uncompressed or .gz, or None.
+
+    The uncompressed file is taken first, unless `spec` knows no MD5 for it: then
+    the .gz, the one copy that can be verified (torchvision keeps both).
+    """
+    candidates = [directory / name, directory / f"{name}.gz"]
+    if spec is not None and not spec.files[name].md5:
+        candidates.reverse()
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
     return None
 
 
 def load_idx(path: Path, name: str, expected: tuple | None = None, dataset: str = DEFAULT_DATASET) -> np.ndarray:
-    """Read one IDX file and check it against the registry's magic, shape and MD5 (or `expected`)."""
+    """Read one IDX file and check it against the registry's magic, shape and MD5 (or `expected`, an IdxFile's fields).
+
+    The MD5 is that of the uncompressed bytes; where none is known, the file must
+    be a .gz whose own MD5 is the registry's gz_md5 (torchvision's).
+    """
     spec = spec_of(dataset)
-    magic, shape, md5 = expected or spec.files[name]
+    magic, shape, md5, gz_md5 = IdxFile(*expected) if expected else spec.files[name]
     raw = _read_bytes(path, idx_size(shape))
-    digest = hashlib.md5(raw).hexdigest()
-    if digest != md5:
-        raise UserError(f"{path}: {_mismatch(digest, md5, name, spec)}")
+    if md5:
+        digest = hashlib.md5(raw).hexdigest()
+        if digest != md5:
+            raise UserError(f"{path}: {_mismatch(path, digest, md5, name, spec)}")
+    elif path.suffix != ".gz" or not gz_md5:
+        raise UserError(
+            f"{path}: no MD5 of {spec.title}'s uncompressed {name} is known, so only the .gz can be verified: "
+            f"put {name}.gz, as torchvision downloads it, in {path.parent}"
+        )
+    elif (digest := _file_md5(path)) != gz_md5:
+        raise UserError(f"{path}: {_mismatch(path, digest, gz_md5, name, spec, of_gz=True)}")
     if int.from_bytes(raw[:4], "big") != magic:
         raise UserError(f"{path}: IDX magic {int.from_bytes(raw[:4], 'big')}, expected {magic}")
     arr = parse_idx(raw, str(path))
@@ -144,13 +165,23 @@ def load_idx(path: Path, name: str, expected: tuple | None = None, dataset: str 
     return arr
 
 
-def _mismatch(digest: str, md5: str, name: str, spec: DatasetSpec) -> str:
-    """Why a file's MD5 is not the expected one: another registered file (say which), else corruption."""
+def _file_md5(path: Path) -> str:
+    """MD5 of a file's bytes as they are on disk."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "md5").hexdigest()
+    except OSError as e:
+        raise UserError(describe_os_error(e, path, "cannot read")) from None
+
+
+def _mismatch(path: Path, digest: str, md5: str, name: str, spec: DatasetSpec, of_gz: bool = False) -> str:
+    """Why a file's MD5 (of its uncompressed bytes, or of the .gz if `of_gz`) is not the expected one: another registered file (say which), else corruption."""
     found = datasets.identify(digest)
+    if found is None and path.suffix == ".gz" and not of_gz:  # a dataset known only by torchvision's MD5s of its .gz files
+        found = datasets.identify(_file_md5(path))
     if found is None:
-        return (
-            f"MD5 of the uncompressed bytes is {digest}, expected {md5} for {spec.title}'s {name} (corrupt file; delete it to re-download)"
-        )
+        what = "of the .gz file" if of_gz else "of the uncompressed bytes"
+        return f"MD5 {what} is {digest}, expected {md5} for {spec.title}'s {name} (corrupt file; delete it to re-download)"
     other = datasets.get(found[0])
     if other.name != spec.name:
         return (
@@ -216,7 +247,7 @@ def ensure_files(
     d = data_dir(directory, dataset)
     paths = {}
     for name in spec_of(dataset).files:
-        found = find_file(d, name)
+        found = find_file(d, name, spec_of(dataset))
         if found is None:
             if not allow_download:
                 raise UserError(missing_message(d, "download disabled", dataset))
@@ -231,7 +262,7 @@ def _read_split_cached(directory: Path, split: str, dataset: str) -> tuple[torch
     img_name, lbl_name = spec.split_files(split)
     arrays = {}
     for name in (img_name, lbl_name):
-        path = find_file(directory, name) or download(name, directory, dataset=dataset)
+        path = find_file(directory, name, spec) or download(name, directory, dataset=dataset)
         arrays[name] = (path, load_idx(path, name, dataset=dataset))
     path, labels = arrays[lbl_name]
     if labels.size and labels.max() >= spec.n_classes:
