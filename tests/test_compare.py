@@ -6,6 +6,7 @@ import json
 import shutil
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -80,4 +81,6 @@ def test_augmented_versions_keep_the_original_and_leave_the_rng_alone():
     assert not torch.equal(versions, augmented_versions(images, aug, n=4, seed=2))
     assert not torch.equal(versions[:, 1], versions[:, 2])  # independent draws, not one map repeated
     fig = plots.plot_augmented_samples(versions)
-    assert len([ax for ax in fig.axes if ax.images]) == 15
+    cell = 28 + plots.GRID_PAD
+    assert np.asarray(fig.axes[0].images[0].get_array()).shape == (plots.GRID_PAD + 3 * cell, plots.GRID_PAD + 5 * cell)  # 3 rows of 5
+    assert [t.get_text() for t in fig.axes[0].texts] == ["original", "draw 1", "draw 2", "draw 3", "draw 4"]

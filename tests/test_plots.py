@@ -42,7 +42,16 @@ def test_per_class_and_digit_grid(tmp_path):
     heights = [p.get_height() for p in fig.axes[0].patches]
     np.testing.assert_allclose(heights, [10 / 19] * 10)
     mistakes = pd.DataFrame({"index": [3, 1], "true": [3, 1], "pred": [5, 7], "confidence": [0.9, 0.8]})
-    grid = plots.plot_misclassified(torch.zeros(5, 28, 28, dtype=torch.uint8), mistakes, ncols=4)
-    assert [ax.get_title() for ax in grid.axes[:2]] == ["3→5 (0.90)", "1→7 (0.80)"]
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    grid = plots.plot_misclassified(images, mistakes, ncols=4)
+    assert [t.get_text() for t in grid.axes[0].texts] == ["3→5 (0.90)", "1→7 (0.80)"]
+    drawn = np.asarray(grid.axes[0].images[0].get_array())
+    pad, cell = plots.GRID_PAD, 28 + plots.GRID_PAD
+    assert drawn.shape == (pad + cell, pad + 2 * cell)  # two mistakes: one row of two tiles
+    for col, index in enumerate((3, 1)):  # each tile is its image scaled to its own range, in the order of the mistakes
+        x = images[index].double()
+        expected = (x - x.min()) / (x.max() - x.min())
+        np.testing.assert_allclose(drawn[pad : pad + 28, pad + col * cell : pad + col * cell + 28], expected.numpy(), atol=1e-6)
+    assert drawn[:pad].max() == 0 and drawn[:, pad + 28 : pad + cell].max() == 0  # white (gray_r) padding between tiles
     plots.save_figure(grid, tmp_path / "sub" / "grid.png", close=True)
     assert (tmp_path / "sub" / "grid.png").is_file()

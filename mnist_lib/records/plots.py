@@ -8,6 +8,7 @@ the CLI's). From a notebook, the returned figure displays inline as usual.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,19 +92,43 @@ def plot_per_class_accuracy(per_class: pd.DataFrame, title: str = "Per-class acc
     return fig
 
 
+GRID_PAD = 12  # pixels between tiles in a digit grid: room for two 8-point caption lines above each
+GRID_TILE_INCHES = 1.3  # width of one tile and its padding on the page
+GRID_CAPTION_CHARS = 18  # captions wrap at spaces to lines of about this many characters (8 points in 1.3 inches)
+
+
 def plot_digit_grid(images: torch.Tensor, titles: Sequence[str], ncols: int = 8, title: str | None = None):
-    """Grid of 28x28 digits (uint8 or float), each with a caption."""
+    """Grid of 28x28 images (uint8 or float), each scaled to its own range and captioned above.
+
+    The tiles are laid out by torchvision.utils.make_grid and drawn as one image;
+    the captions go into the padding above each tile.
+    """
+    from torchvision.utils import make_grid  # here, not at the top: importing torchvision costs ~2 s per process
+
     n = len(images)
-    nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows + (0.4 if title else 0)), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            ax.imshow(images[i].reshape(28, 28).cpu().float().numpy(), cmap="gray_r")
-            ax.set_title(titles[i], fontsize=8)
+    ncols = max(1, min(ncols, n))
+    tiles = images.reshape(-1, 1, 28, 28).detach().cpu().float()
+    # scale_each: each tile to its own min..max, as imshow does per axes; pad 0 is white in gray_r
+    grid = (
+        make_grid(tiles, nrow=ncols, padding=GRID_PAD, normalize=True, scale_each=True, pad_value=0.0)[0]
+        if n
+        else torch.zeros(GRID_PAD, GRID_PAD)
+    )
+    inches_per_pixel = GRID_TILE_INCHES / (28 + GRID_PAD)
+    width, image_height = grid.shape[1] * inches_per_pixel, grid.shape[0] * inches_per_pixel
+    title_height = 0.45 if title else 0.0
+    fig = plt.figure(figsize=(width, image_height + title_height))
+    ax = fig.add_axes((0.0, 0.0, 1.0, image_height / (image_height + title_height)))  # the image fills the page below the title
+    ax.imshow(grid.numpy(), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.axis("off")
+    cell = 28 + GRID_PAD
+    for i, caption in enumerate(titles[:n]):
+        if caption:
+            row, col = divmod(i, ncols)
+            text = textwrap.fill(caption, GRID_CAPTION_CHARS, break_long_words=False, break_on_hyphens=False)
+            ax.text(col * cell + GRID_PAD + 14, row * cell + GRID_PAD - 1, text, ha="center", va="bottom", fontsize=8, linespacing=1.0)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, y=1.0 - 0.1 / (image_height + title_height), va="top")
     return fig
 
 
