@@ -152,7 +152,7 @@ def test_sweep_files_and_the_cli_accept_the_new_fields(tmp_path, capsys, mnist_d
         ({"activation": ["relu", "swish"]}, "activation must be one of relu, gelu, silu, tanh, leaky_relu, got 'swish'"),
         ({"norm": ["group"]}, "norm must be one of none, batch, layer"),
         ({"optimizer": ["adam", "rmsprop"]}, "optimizer must be one of adam, adamw, sgd"),
-        ({"dataset": ["kmnist"]}, "dataset must be one of mnist, fashion-mnist"),
+        ({"dataset": ["emnist"]}, "dataset must be one of mnist, fashion-mnist, kmnist"),
         ({"momentum": [0.0, 0.9]}, "momentum and nesterov are sgd's; adam has its own"),
         ({"nesterov": ["yes"]}, "nesterov must be true or false"),
     ]:
@@ -179,7 +179,7 @@ def test_sweep_files_and_the_cli_accept_the_new_fields(tmp_path, capsys, mnist_d
             "argument --activation: invalid choice: 'swish' (choose from 'relu', 'gelu', 'silu', 'tanh', 'leaky_relu')",
         ),
         (["--norm", "group"], "invalid choice: 'group'"),
-        (["--dataset", "kmnist"], "invalid choice: 'kmnist' (choose from 'mnist', 'fashion-mnist')"),
+        (["--dataset", "emnist"], "invalid choice: 'emnist' (choose from 'mnist', 'fashion-mnist', 'kmnist')"),
     ]:
         capsys.readouterr()
         with pytest.raises(SystemExit) if "invalid choice" in message else contextlib.nullcontext():
