@@ -15,6 +15,7 @@ from mnist_lib import MLP, Config, RunOptions, count_params
 from mnist_lib.core.errors import UserError
 from mnist_lib.records import plots
 from mnist_lib.records.compare import load_seed_runs, results_table
+from mnist_lib.records.stats import welch
 from mnist_lib.training.augment import Augment, augmented_versions
 from mnist_lib.workflows.experiment import multi_seed
 
@@ -44,6 +45,22 @@ def test_table_agrees_with_each_seed_record(seed_folders):
         assert row["minutes_per_seed"] == pytest.approx(seeds["train_seconds"].mean() / 60)
     assert table.loc["a", "test_acc_mean"] == pytest.approx(100 * pd.read_csv(seed_folders / "a" / "summary.csv")["test_acc"].mean())
     assert pd.isna(table.loc["b", "test_acc_mean"])  # never evaluated on test: no number is made up
+
+
+def test_a_baseline_row_gives_each_config_welchs_test_against_it(seed_folders):
+    folders = {"a": seed_folders / "a", "b": seed_folders / "b"}
+    table = results_table(folders, baseline="b", metric="val_acc")
+    a, b = (100 * pd.read_csv(seed_folders / x / "summary.csv")["best_val_acc"] for x in ("a", "b"))
+    expected = welch(a.tolist(), b.tolist())  # records.stats is checked against a hand integration in test_stats.py
+    row = table.loc["a"]
+    assert row["diff"] == pytest.approx(a.mean() - b.mean()) and row["p_welch"] == pytest.approx(expected.p, nan_ok=True)
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx(expected.ci95, nan_ok=True)
+    assert table.loc["b", "diff"] == 0 and pd.isna(table.loc["b", "p_welch"])  # the baseline against itself: no test
+    assert "p_welch" not in results_table(folders).columns
+    with pytest.raises(UserError, match="baseline 'c' is not one of the configs: a, b"):
+        results_table(folders, baseline="c")
+    on_test = results_table(folders, baseline="a")  # b was never evaluated on test: no difference or p-value is made up
+    assert on_test.loc["b", ["diff", "ci95_low", "ci95_high", "p_welch"]].isna().all()
 
 
 def test_histories_are_the_seed_metrics(seed_folders):

@@ -3,6 +3,7 @@
     from mnist_lib.records.compare import load_seed_runs, results_table
     folders = {"reference": "results/final", "mlp_aug": "results/configs/mlp_aug"}
     results_table(folders)                      # params, epochs, minutes per seed, val/test mean ± std
+    results_table(folders, baseline="reference")   # + difference, its 95 % CI and Welch's p against that row
     load_seed_runs("results/configs/mlp_aug").histories   # {seed: metrics.csv as a DataFrame}
 
 A folder is what experiment.multi_seed (notebook 04) writes: summary.json and
@@ -18,6 +19,7 @@ import pandas as pd
 
 from ..core.errors import UserError
 from ..core.files import read_json
+from . import stats
 
 
 @dataclass
@@ -44,8 +46,31 @@ def load_seed_runs(folder: str | Path) -> SeedRuns:
     return SeedRuns(summary, histories)
 
 
-def results_table(folders: dict[str, str | Path]) -> pd.DataFrame:
-    """One row per config: dataset, params, epochs, seeds, training minutes per seed, val and test accuracy (%) mean and std."""
+def seed_values(folder: str | Path, metric: str) -> list[float]:
+    """Per-seed values of `metric` ("test_acc", "val_acc" = each seed's best validation accuracy, "train_seconds") of completed seeds."""
+    column = "best_val_acc" if metric == "val_acc" else metric
+    path = Path(folder) / "summary.csv"
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot read the per-seed table ({e})") from None
+    if column not in table or "status" not in table:
+        raise UserError(f"{path}: no {column} column: not a multi-seed summary")
+    return table.loc[table["status"] == "completed", column].dropna().astype(float).tolist()
+
+
+def results_table(folders: dict[str, str | Path], baseline: str | None = None, metric: str = "test_acc") -> pd.DataFrame:
+    """One row per config: dataset, params, epochs, seeds, training minutes per seed, val and test accuracy (%) mean and std.
+
+    With a `baseline` (one of the labels), each row also gets, for `metric`
+    (test_acc or val_acc), its difference from the baseline in points
+    (`diff`), the 95 % confidence interval of that difference (`ci95_low`,
+    `ci95_high`) and Welch's two-sided p-value (`p_welch`), over the seeds.
+    """
+    if baseline is not None and baseline not in folders:
+        raise UserError(f"baseline {baseline!r} is not one of the configs: {', '.join(folders)}")
+    if metric not in ("test_acc", "val_acc"):
+        raise UserError(f"metric must be test_acc or val_acc, got {metric!r}")
     rows = []
     for label, folder in folders.items():
         s = load_seed_runs(folder).summary
@@ -55,6 +80,9 @@ def results_table(folders: dict[str, str | Path]) -> pd.DataFrame:
         for key in ("val_acc", "test_acc"):
             row[f"{key}_mean"] = 100 * s[f"{key}_mean"] if f"{key}_mean" in s else float("nan")
             row[f"{key}_std"] = 100 * s[f"{key}_std"] if f"{key}_std" in s else float("nan")
+        if baseline is not None:
+            test = stats.welch([100 * v for v in seed_values(folder, metric)], [100 * v for v in seed_values(folders[baseline], metric)])
+            row.update(diff=test.diff, ci95_low=test.ci95[0], ci95_high=test.ci95[1], p_welch=test.p)
         row.update(hardware=f"{s['cpu']} ({s['device']}), {s['threads']} threads", date=s["date"])
         rows.append(row)
     return pd.DataFrame(rows).set_index("config")
