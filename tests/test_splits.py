@@ -60,6 +60,15 @@ def test_normalization_uses_training_split_only(mnist_dir):
     assert data.x_train.dtype == torch.float32
 
 
+def test_without_validation_the_whole_training_file_trains(mnist_dir):
+    data = prepare_data(Config(), mnist_dir, validation=False)
+    images, labels = read_split("train", mnist_dir)
+    pixels = images.numpy().astype(np.float64) / 255.0
+    assert data.x_train.shape == (60000, 784) and data.x_val.shape == (0, 784) and len(data.y_val) == 0
+    assert torch.equal(data.y_train, labels)  # every example, in the file's order (each epoch draws its own permutation)
+    assert data.mean == pytest.approx(pixels.mean(), rel=1e-5) and data.std == pytest.approx(pixels.std(ddof=1), rel=1e-5)
+
+
 def test_max_train_samples_keeps_validation_whole(small_data):
     assert len(small_data.y_train) == 8000 and len(small_data.y_val) == 6000
     counts = torch.bincount(small_data.y_train, minlength=10)

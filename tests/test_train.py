@@ -200,3 +200,22 @@ def test_unavailable_devices_and_bad_thread_counts_are_one_clear_line(monkeypatc
         with pytest.raises(UserError, match=rf"^threads must be an integer in \[1, {cap}\] \(4 per core here\), got {bad}$"):
             set_threads(bad)
     assert set_threads(1) == 1
+
+
+def test_without_a_validation_split_nothing_is_chosen_and_the_final_weights_are_kept(small_data):
+    """The same trajectory as with validation (evaluating draws no random numbers), no val metrics, the last epoch's weights."""
+    import dataclasses
+
+    from mnist_lib.core.errors import UserError
+
+    no_val = dataclasses.replace(small_data, x_val=small_data.x_val[:0], y_val=small_data.y_val[:0])
+    with pytest.raises(UserError, match="lr_schedule plateau steps on the validation loss, and this data has no validation split"):
+        train(QUICK, no_val, device="cpu", threads=2, progress=False)
+    cfg = QUICK.replace(epochs=3, lr_schedule="cosine")
+    seen = train(cfg, small_data, device="cpu", threads=2, progress=False)
+    blind = train(cfg, no_val, device="cpu", threads=2, progress=False)
+    assert [r["train_loss"] for r in blind.history] == [r["train_loss"] for r in seen.history]
+    assert all(math.isnan(r["val_acc"]) and math.isnan(r["val_loss"]) for r in blind.history)
+    assert (blind.status, blind.best_epoch, blind.validated) == ("completed", 3, False) and math.isnan(blind.best_val_acc)
+    # the kept model is the last epoch's: on the validation images it scores what the validated run measured after epoch 3
+    assert evaluate(blind.model, small_data.x_val, small_data.y_val)["acc"] == pytest.approx(seen.history[-1]["val_acc"])

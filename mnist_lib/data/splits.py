@@ -54,7 +54,7 @@ def split_hash(val_idx: torch.Tensor) -> str:
 
 def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """uint8 N x 28 x 28 images -> float32 N x 784, scaled to [0, 1] then standardized."""
-    return images.reshape(len(images), -1).float().div_(255.0).sub_(mean).div_(std)
+    return images.flatten(1).float().div_(255.0).sub_(mean).div_(std)
 
 
 @dataclass
@@ -78,15 +78,20 @@ class Data:
         return Data(**{k: v.to(device) if k in tensors else v for k, v in vars(self).items()})
 
 
-def prepare_data(config: Config, data_dir=None, max_train_samples: int | None = None) -> Data:
+def prepare_data(config: Config, data_dir=None, max_train_samples: int | None = None, validation: bool = True) -> Data:
     """Split, subsample (optional) and normalize the training file per `config`.
 
     `max_train_samples` keeps a stratified-random subset of the training split
     (for quick runs); the validation split stays whole so metrics compare.
+    `validation=False` trains on the whole training file (60k for MNIST), with an
+    empty validation split: a speedrun record's data, where nothing is chosen.
     """
     images, labels = read_split("train", data_dir, config.dataset)
     n_classes = datasets.DATASETS[config.dataset].n_classes
-    train_idx, val_idx = stratified_split(labels, config.val_size, config.split_seed, n_classes)
+    if validation:
+        train_idx, val_idx = stratified_split(labels, config.val_size, config.split_seed, n_classes)
+    else:
+        train_idx, val_idx = torch.arange(len(labels)), torch.zeros(0, dtype=torch.long)
     if max_train_samples is not None:
         if max_train_samples < 1:
             raise UserError(f"max_train_samples must be >= 1, got {max_train_samples}")

@@ -47,15 +47,20 @@ def load_seed_runs(folder: str | Path) -> SeedRuns:
 
 
 def seed_values(folder: str | Path, metric: str) -> list[float]:
-    """Per-seed values of `metric` ("test_acc", "val_acc" = each seed's best validation accuracy, "train_seconds") of completed seeds."""
+    """Per-seed values of `metric` ("test_acc", "val_acc" = each seed's best validation accuracy, "train_seconds") of completed seeds.
+
+    Empty where the folder's seeds never measured it (a folder never evaluated on the test set).
+    """
     column = "best_val_acc" if metric == "val_acc" else metric
     path = Path(folder) / "summary.csv"
     try:
         table = pd.read_csv(path)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot read the per-seed table ({e})") from None
-    if column not in table or "status" not in table:
-        raise UserError(f"{path}: no {column} column: not a multi-seed summary")
+    if "seed" not in table or "status" not in table:
+        raise UserError(f"{path}: no seed and status columns: not a multi-seed summary")
+    if column not in table:  # e.g. test_acc of seeds never evaluated on the test set: no values, none made up
+        return []
     return table.loc[table["status"] == "completed", column].dropna().astype(float).tolist()
 
 
@@ -80,7 +85,9 @@ def results_table(folders: dict[str, str | Path], baseline: str | None = None, m
         for key in ("val_acc", "test_acc"):
             row[f"{key}_mean"] = 100 * s[f"{key}_mean"] if f"{key}_mean" in s else float("nan")
             row[f"{key}_std"] = 100 * s[f"{key}_std"] if f"{key}_std" in s else float("nan")
-        if baseline is not None:
+        if label == baseline:  # no test of the baseline against itself
+            row.update(diff=0.0, ci95_low=float("nan"), ci95_high=float("nan"), p_welch=float("nan"))
+        elif baseline is not None:
             test = stats.welch([100 * v for v in seed_values(folder, metric)], [100 * v for v in seed_values(folders[baseline], metric)])
             row.update(diff=test.diff, ci95_low=test.ci95[0], ci95_high=test.ci95[1], p_welch=test.p)
         row.update(hardware=f"{s['cpu']} ({s['device']}), {s['threads']} threads", date=s["date"])

@@ -85,7 +85,7 @@ SHARED_FIELDS = (
 
 @dataclass
 class TrainResult:
-    """What a run produced. `model` holds the best-by-validation weights."""
+    """What a run produced. `model` holds the best-by-validation weights, or the final ones where there was no validation split."""
 
     model: MLP
     history: list[dict] = field(default_factory=list)
@@ -96,16 +96,21 @@ class TrainResult:
     train_seconds: float = 0.0
     device: str = "cpu"
     threads: int = 1
+    validated: bool = True  # False: trained with no validation split (a speedrun record); nothing is chosen
 
     def add_epoch(self, row: dict) -> bool:
         """Record an epoch's metrics row; whether it is the best epoch so far by validation accuracy.
 
         A row whose training or validation loss is not finite marks the run diverged
-        (and is never the best); the caller stops training it.
+        (and is never the best); the caller stops training it. Without validation
+        the last epoch is the run's: `best_epoch` follows it and no weights are kept aside.
         """
         self.history.append(row)
-        if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
+        if not (math.isfinite(row["train_loss"]) and (math.isfinite(row["val_loss"]) or not self.validated)):
             self.status = "diverged"
+            return False
+        if not self.validated:
+            self.best_epoch = row["epoch"]
             return False
         if not row["val_acc"] <= self.best_val_acc:  # also true while best is nan
             self.best_val_acc, self.best_epoch = row["val_acc"], row["epoch"]
@@ -368,10 +373,18 @@ def train_population(
     Each member's initial weights and batch order come from its own seed, exactly as
     in its single run; its dropout masks come from the population's shared stream.
     `train_seconds` and each epoch's `seconds` are the population's wall time, shared.
+
+    Data with an empty validation split (prepare_data(validation=False)) trains
+    with no evaluation between epochs and keeps the final weights: nothing is
+    chosen during the run. The plateau schedule, which steps on the validation
+    loss, is refused then.
     """
     check_compatible(configs)
     first = configs[0]
     check_trainable(first, len(data.y_train))
+    validated = len(data.y_val) > 0
+    if not validated and first.lr_schedule == "plateau":
+        raise UserError("lr_schedule plateau steps on the validation loss, and this data has no validation split; use cosine or onecycle")
     dev = device if isinstance(device, torch.device) else select_device(device)
     n_threads = set_threads(threads)
     data = data.to(dev)
@@ -393,8 +406,10 @@ def train_population(
         from .graphs import GraphedEpochs
 
         runner = GraphedEpochs(step, x_train, data.y_train, first.batch_size)
-    results = [TrainResult(model=members[m], device=str(dev), threads=n_threads) for m in range(len(configs))]
-    best = {name: tensor.clone() for name, tensor in model.state().items()}  # each member's best-by-validation weights, on the device
+    results = [TrainResult(model=members[m], device=str(dev), threads=n_threads, validated=validated) for m in range(len(configs))]
+    # each member's best-by-validation weights, on the device (none kept without validation: the final weights are the run's)
+    best = {name: tensor.clone() for name, tensor in model.state().items()} if validated else None
+    no_val = [math.nan] * len(configs)
     start = time.perf_counter()
     bar = tqdm(range(1, first.epochs + 1), desc=f"epochs ({len(configs)} models)", unit="ep", disable=not progress)
     try:
@@ -402,7 +417,7 @@ def train_population(
             t0 = time.perf_counter()
             lrs = step.optimizer.lr.tolist()
             loss_sum, correct = population_epoch(step, x_train, data.y_train, first.batch_size, gens, runner)
-            val_loss, val_acc = evaluate_members(model, data.x_val, data.y_val)
+            val_loss, val_acc = evaluate_members(model, data.x_val, data.y_val) if validated else (no_val, no_val)
             seconds = time.perf_counter() - t0
             improved = []
             for m, result in enumerate(results):
@@ -428,8 +443,9 @@ def train_population(
             step.end_epoch(val_loss)
             if all(r.status != "completed" for r in results):
                 break
-            done = [r.history[-1]["val_acc"] for r in results if r.status == "completed"]
-            bar.set_postfix(best_val_acc=f"{max(done):.4f}")
+            metric = "val_acc" if validated else "train_acc"
+            done = [r.history[-1][metric] for r in results if r.status == "completed"]
+            bar.set_postfix({f"best_{metric}": f"{max(done):.4f}"})
     except KeyboardInterrupt:
         for r in results:
             if r.status == "completed":
@@ -438,7 +454,7 @@ def train_population(
         bar.close()
     total = time.perf_counter() - start
     for m, result in enumerate(results):
-        result.model = model.member(m, best if result.best_epoch else None)  # best_epoch 0: never a best (diverged at once)
+        result.model = model.member(m, best if best is not None and result.best_epoch else None)  # best_epoch 0: diverged at once
         result.finish(total)
     return results
 
