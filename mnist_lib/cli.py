@@ -1,4 +1,4 @@
-"""Command line: python -m mnist_lib {data,train,evaluate,predict,notebooks} (also the `mnist-lib` script).
+"""Command line: python -m mnist_lib {data,train,evaluate,predict,notebooks,sweep,speedrun} (also the `mnist-lib` script).
 
     python -m mnist_lib data                       # verify (or download) MNIST, show the split
     python -m mnist_lib data --dataset fashion-mnist
@@ -9,6 +9,7 @@
     python -m mnist_lib evaluate results/runs/quick
     python -m mnist_lib predict results/runs/quick my_digit.png
     python -m mnist_lib notebooks                  # execute notebooks/params/*.yaml with papermill
+    python -m mnist_lib speedrun configs/speedrun/cpu_98.json --target 0.98 --time-limit 10 --threads 2   # time to accuracy
 
 Every Config field is a `train` flag of the same name (underscores become
 dashes). Bad input, and ordinary file-system trouble (a full disk, a read-only
@@ -157,6 +158,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--recover", action="store_true", help="re-queue trials left running by a killed sweep (automatic with the default SQLite store)"
     )
 
+    sr = sub.add_parser(
+        "speedrun",
+        help="time to accuracy: train a recipe on all 60k training images per seed, timed, and test once per seed",
+        description="Train a fixed recipe once per seed on the whole training file, time it, evaluate the test set once per seed; "
+        "the statistics go to results/records/<recipe>/ and a row of results/records/records.csv.",
+    )
+    sr.add_argument("recipe", metavar="RECIPE", help="recipe: a config JSON file (configs/speedrun/)")
+    sr.add_argument("--target", type=float, required=True, metavar="ACC", help="test accuracy the record claims, e.g. 0.98")
+    sr.add_argument("--time-limit", type=float, metavar="S", help="mean seconds the record must stay within (default: none)")
+    sr.add_argument(
+        "--seeds", type=int, nargs="+", metavar="S", help="seeds (default: 0-9 on the CPU, 0-24 on CUDA: the minimum n of a record)"
+    )
+    sr.add_argument(
+        "--develop", action="store_true",
+        help="develop the recipe: train on 54k, measure on the 6k validation split, write no index row (the test set is not read)",
+    )  # fmt: skip
+    sr.add_argument("--output", metavar="DIR", help="the record's folder (default: results/records/RECIPE_NAME[-develop])")
+    sr.add_argument("--overwrite", action="store_true", help="replace an existing record folder instead of refusing")
+    sr.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    sr.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
+    sr.add_argument("--population", choices=["auto", "on", "off"], default="auto", help="train the seeds side by side (auto: on CUDA)")
+    sr.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up epoch")
+    sr.add_argument("--max-train-samples", type=_positive_int, metavar="N", help="train on a subset of N examples (tests only)")
+    sr.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_dir_flag(sr)
+
     pr = sub.add_parser("predict", help="classify digit images (PNG/JPEG) with a trained run")
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("images", metavar="IMAGE", nargs="+")
@@ -298,8 +325,25 @@ def cmd_sweep(args) -> None:
         raise UserError(f"sweep {spec.name}: none of its {len(table)} trials completed (first error: {first[:200]}); see {out / 'logs'}")
 
 
+def cmd_speedrun(args) -> None:
+    from .training.device import select_device
+    from .workflows.speedrun import speedrun
+
+    config = Config.load(args.recipe)
+    seeds = args.seeds or list(range(25 if select_device(args.device).type == "cuda" else 10))
+    options = RunOptions(
+        data_dir=args.data_dir, max_train_samples=args.max_train_samples, threads=args.threads, device=args.device, progress=not args.quiet
+    )
+    record = speedrun(
+        config, seeds, args.target, options, recipe=args.recipe, time_limit=args.time_limit, develop=args.develop, out_dir=args.output,
+        overwrite=args.overwrite, population={"auto": None, "on": True, "off": False}[args.population], warmup=not args.no_warmup,
+    )  # fmt: skip
+    print(f"{record.line()} -> {record.folder}")
+
+
 COMMANDS = {
     "sweep": cmd_sweep,
+    "speedrun": cmd_speedrun,
     "data": cmd_data,
     "train": cmd_train,
     "evaluate": cmd_evaluate,

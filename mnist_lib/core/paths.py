@@ -16,6 +16,7 @@ DEFAULT_DATA_ROOT = REPO_ROOT / "data"
 RESULTS_DIR = Path(os.environ.get("MNIST_RESULTS_DIR") or REPO_ROOT / "results")
 FIGURES_DIR = Path(os.environ.get("MNIST_FIGURES_DIR") or REPO_ROOT / "figures")
 RUNS_DIR = RESULTS_DIR / "runs"
+RECORDS_DIR = RESULTS_DIR / "records"  # time-to-accuracy records (workflows/speedrun.py) and their index, records.csv
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 NOTEBOOK_PARAMS_DIR = NOTEBOOKS_DIR / "params"
 EXECUTED_NOTEBOOKS_DIR = RESULTS_DIR / "notebooks"
