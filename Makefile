@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRAIN_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-unit test-fast test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision bench-population gpu-pack gpu-check bench-gpu browser-deps screenshot results ablations mutate fuzz clean
+.PHONY: help setup test test-unit test-fast test-notebooks lint format data train evaluate notebooks reproduce lab sweep bench bench-sweep bench-scaling bench-augment bench-precision bench-population gpu-pack gpu-check bench-gpu browser-deps screenshot results records ablations mutate fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ lab: setup ## JupyterLab on notebooks/ with this environment's python3 kernel (L
 
 results: setup ## train and test configs/*.json over seeds 0-2 (notebooks/params/results/) into results/configs/, ~16 min; OVERWRITE=1 replaces
 	$(PY) -m mnist_lib notebooks notebooks/params/results/*.yaml --output-dir results/configs $(if $(OVERWRITE),--overwrite)
+
+records: setup ## time-to-accuracy records (notebooks/params/records/): 10 seeds per recipe on 2 CPU threads, ~5 min; OVERWRITE=1 replaces
+	$(PY) -m mnist_lib notebooks notebooks/params/records/*.yaml --output-dir results/records/notebooks $(if $(OVERWRITE),--overwrite)
 
 ABLATE = $(PY) -m mnist_lib train --config configs/mlp_aug.json --seeds 0 1 2 --threads 2 --device cpu
 NO_AFFINE = --aug-rotate 0 --aug-scale 0 --aug-shear 0 --aug-translate 0

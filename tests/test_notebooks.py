@@ -24,9 +24,21 @@ EXTRAS = {
     "02_train.ipynb": {"run_name", "max_train_samples", "threads", "device", "overwrite", "figures_subdir"},
     "03_tune.ipynb": {"sweep_file", "workers", "overwrite"},
     "04_final_evaluation.ipynb": {"config_file", "seeds", "output_name", "max_train_samples", "threads", "device", "overwrite"},
-    "05_compare_configs.ipynb": {"runs", "labels", "figures_subdir"},
+    "05_compare_configs.ipynb": {"runs", "labels", "baseline", "metric", "figures_subdir"},
     "06_play.ipynb": {"run", "results_dir"},
     "07_runs.ipynb": {"results_dir", "folders", "diff_a", "diff_b"},
+    "08_speedrun.ipynb": {
+        "recipe",
+        "target",
+        "time_limit",
+        "seeds",
+        "develop",
+        "threads",
+        "device",
+        "output_name",
+        "overwrite",
+        "figures_subdir",
+    },
 }
 FIELD_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(Config)}
 

@@ -117,3 +117,17 @@ def test_the_cli_runs_a_recipe_and_refuses_bad_input_in_one_line(tmp_path, mnist
     assert err.startswith("mnist-lib: error: a speedrun recipe chooses nothing") and err.count("\n") == 1
     assert main(["speedrun", str(tmp_path / "missing.json"), "--target", "0.98"]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_every_committed_recipe_loads_chooses_nothing_and_has_a_record_run():
+    from mnist_lib.core.paths import NOTEBOOK_PARAMS_DIR, REPO_ROOT
+    from mnist_lib.workflows.batch import load_run
+
+    recipes = sorted((REPO_ROOT / "configs" / "speedrun").glob("*.json"))
+    runs = {p.stem: load_run(p) for p in sorted((NOTEBOOK_PARAMS_DIR / "records").glob("*.yaml"))}
+    assert recipes and sorted(p.stem for p in recipes) == sorted(runs)
+    for path in recipes:
+        sr.check_recipe(Config.load(path))
+        run = runs[path.stem]
+        assert run.parameters["recipe"] == f"configs/speedrun/{path.name}" and run.parameters["output_name"] == path.stem
+        assert len(run.parameters["seeds"]) >= 10 and not run.parameters.get("develop") and run.parameters["threads"] == 2

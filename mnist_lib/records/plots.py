@@ -246,3 +246,24 @@ def plot_augmented_samples(versions: torch.Tensor, title: str = "Augmentation: e
     k, m = versions.shape[:2]
     titles = (["original"] + [f"draw {i}" for i in range(1, m)]) + [""] * (m * (k - 1))
     return plot_digit_grid(versions.reshape(k * m, 28, 28), titles, ncols=m, title=title)
+
+
+def plot_speedrun(rows: pd.DataFrame, target: float, time_limit: float | None = None, title: str = "Speedrun: one point per seed"):
+    """A speedrun's seeds (workflows/speedrun.py's summary.csv): accuracy against the target, seconds against the limit."""
+    fig, (acc_ax, time_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, column, line, label, scale in (
+        (acc_ax, "acc", target, "target", 100.0),
+        (time_ax, "seconds", time_limit, "time limit", 1.0),
+    ):
+        values = rows[column] * scale
+        ax.plot(range(len(values)), values, "o", color="tab:blue", label="seed")
+        ax.axhline(values.mean(), color="tab:blue", lw=1, ls="--", label=f"mean {values.mean():.2f}")
+        if line:
+            ax.axhline(line * scale, color="tab:red", lw=1.2, label=f"{label} {line * scale:g}")
+        ax.set_xticks(range(len(values)), [str(s) for s in rows["seed"]])
+        ax.set(xlabel="seed", ylabel="accuracy (%)" if column == "acc" else "seconds (train + test)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -163,7 +163,7 @@ def speedrun(
                 train_population([config.replace(epochs=1, seed=s) for s in seeds[: len(seeds) if together else 1]], data, **run)
             groups = [seeds] if together else [[s] for s in seeds]
             for group in tqdm(groups, desc="seeds", unit="run", disable=not options.progress or len(groups) == 1):
-                rows += _timed(config, group, data, x_eval, y_eval, dev, run)
+                rows += timed_runs(config, group, data, x_eval, y_eval, dev, run)
                 _write_rows(claim.path / "summary.csv", rows)
             summary.update(aggregate(rows, target, time_limit, develop), status="completed")
         except BaseException as e:
@@ -176,8 +176,11 @@ def speedrun(
     return Speedrun(claim.path, rows, summary)
 
 
-def _timed(config: Config, seeds: list[int], data, x_eval, y_eval, dev: torch.device, run: dict) -> list[dict]:
-    """Train the seeds (one, or a population) and measure each once; the clock covers both."""
+def timed_runs(config: Config, seeds: list[int], data, x_eval, y_eval, dev: torch.device, run: dict) -> list[dict]:
+    """Train the seeds (one, or a population) and measure each once on (x_eval, y_eval); the clock covers both.
+
+    One row per seed: seed, status, acc, seconds, epochs. `run`: train()'s keyword arguments (device, threads, ...).
+    """
     configs = [config.replace(seed=s) for s in seeds]
     _sync(dev)
     start = time.perf_counter()
