@@ -1,0 +1,155 @@
+"""records.inspection against independent computations: hand-built calibration, closed-form attacks on a linear model,
+exact image transforms, units killed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_lib import MLP, Config, train
+from mnist_lib.records import inspection as ins
+
+
+class Linear(torch.nn.Module):
+    """logits = x W^T + b on flattened inputs: every gradient has a closed form."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor):
+        super().__init__()
+        self.w, self.b = torch.nn.Parameter(w), torch.nn.Parameter(b)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w.T + self.b
+
+
+def test_ece_of_hand_built_predictions():
+    # bin (14/15, 1]: 4 predictions at confidence 0.95, 3 right; bin (8/15, 9/15]: 6 at 0.55, 3 right
+    conf = torch.tensor([0.95] * 4 + [0.55] * 6, dtype=torch.float64)
+    probs = torch.stack([conf, 1 - conf], 1)
+    labels = torch.tensor([0, 0, 0, 1] + [0, 0, 0, 1, 1, 1])
+    assert ins.expected_calibration_error(probs, labels) == pytest.approx(0.4 * 0.20 + 0.6 * 0.05)
+    rows = ins.reliability(probs, labels)
+    assert len(rows) == 15 and [r["count"] for r in rows if r["count"]] == [6, 4]
+    perfect = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert ins.expected_calibration_error(perfect, torch.tensor([0, 1])) == 0
+
+
+def test_fgsm_on_a_linear_model_is_the_closed_form_worst_case():
+    """Two classes, logits W x + b: the worst L-infinity step of size eps lowers the margin by eps * |w_y - w_other|_1 / std."""
+    torch.manual_seed(0)
+    w, b = torch.randn(2, 784) * 0.05, torch.zeros(2)
+    model = Linear(w, b)
+    images = (0.5 + 0.1 * torch.rand(200, 28, 28)).double().float()  # far from 0 and 1: no clipping at eps <= 0.3
+    mean, std = 0.2, 0.4
+    x = ((images - mean) / std).flatten(1)
+    labels = (x @ w.T + b).argmax(1)  # every example starts right
+    for eps in (0.0, 0.01, 0.05, 0.3):
+        margin = ((x @ w.T + b).gather(1, labels[:, None]) - (x @ w.T + b).gather(1, 1 - labels[:, None]))[:, 0]
+        dw = (w[labels] - w[1 - labels]).abs().sum(1)
+        expected = float(((margin - eps * dw / std) > 0).double().mean())
+        assert ins.adversarial_accuracy(model, images, labels, [eps], mean, std, "fgsm") == [pytest.approx(expected)]
+    assert ins.adversarial_accuracy(model, images, labels, [0.3], mean, std, "fgsm")[0] < 1.0
+
+
+def test_saliency_of_a_linear_model_is_its_weight_row():
+    torch.manual_seed(1)
+    w = torch.randn(10, 784)
+    model = Linear(w, torch.zeros(10))
+    classes = torch.tensor([3, 7])
+    sal = ins.saliency(model, torch.randn(2, 784), classes)
+    torch.testing.assert_close(sal, w[classes].abs().reshape(2, 28, 28))
+
+
+@pytest.fixture(scope="module")
+def quick_model(small_data):
+    cfg = Config(epochs=2, batch_size=128, lr=2e-3, hidden=(128, 64), dropout=(0.1, 0.1), lr_schedule="cosine")
+    return train(cfg, small_data, device="cpu", threads=2, progress=False).model.eval()
+
+
+def pixels(data, n=1000):
+    """The first n validation images back in [0, 1], with their labels."""
+    return (data.x_val[:n] * data.std + data.mean).reshape(-1, 28, 28), data.y_val[:n]
+
+
+def test_pgd_is_never_weaker_than_fgsm(quick_model, small_data):
+    images, labels = pixels(small_data)
+    eps = [0.0, 0.02, 0.05, 0.1]
+    f = ins.adversarial_accuracy(quick_model, images, labels, eps, small_data.mean, small_data.std, "fgsm")
+    p = ins.adversarial_accuracy(quick_model, images, labels, eps, small_data.mean, small_data.std, "pgd")
+    assert f[0] == p[0] > 0.9  # epsilon 0: the clean accuracy
+    assert all(pi <= fi for pi, fi in zip(p, f, strict=True)) and p[-1] < f[-1]
+    assert all(a >= b for a, b in zip(p, p[1:], strict=False))  # a larger ball never helps the model
+
+
+def test_temperature_scaling_fixes_an_over_confident_model(quick_model, small_data):
+    hot = MLP((128, 64), (0.1, 0.1))
+    hot.load_state_dict(quick_model.state_dict())
+    with torch.no_grad():  # logits five times too large: the same predictions, far too sure of them
+        hot.linears()[-1].weight.mul_(5)
+        hot.linears()[-1].bias.mul_(5)
+    logits = ins.predict_logits(hot.eval(), small_data.x_val)
+    t = ins.fit_temperature(logits, small_data.y_val)
+    assert t > 2
+    assert ins.nll(logits / t, small_data.y_val) < ins.nll(logits, small_data.y_val)
+    grid = [ins.nll(logits / s, small_data.y_val) for s in np.linspace(0.5 * t, 1.5 * t, 41)]
+    assert ins.nll(logits / t, small_data.y_val) <= min(grid) + 1e-9  # the minimum, not merely better
+
+
+def test_perturbations_are_the_exact_transforms():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 28, 28, generator=g)
+    for kind in ins.PERTURBATIONS:  # level 0 changes nothing
+        torch.testing.assert_close(ins.perturb(images, kind, 0), images, atol=1e-5, rtol=0)  # grid_sample: float rounding
+    torch.testing.assert_close(ins.perturb(images, "rotation", 90), torch.rot90(images, 1, (1, 2)), atol=1e-5, rtol=0)
+    shifted = torch.zeros_like(images)
+    shifted[:, 3:, 3:] = images[:, :-3, :-3]  # 3 px right and down, zeros coming in
+    torch.testing.assert_close(ins.perturb(images, "shift", 3), shifted, atol=1e-5, rtol=0)
+    occluded = ins.perturb(images, "occlusion", 8)
+    assert (occluded[:, 10:18, 10:18] == 0).all() and torch.equal(occluded[:, :10], images[:, :10])
+    noisy = ins.perturb(images, "noise", 0.3)
+    assert noisy.min() >= 0 and noisy.max() <= 1 and torch.equal(noisy, ins.perturb(images, "noise", 0.3))
+
+
+def test_zero_rotation_leaves_accuracy_unchanged(quick_model, small_data):
+    images, labels = pixels(small_data)
+    clean = ins.accuracy(quick_model, images, labels, small_data.mean, small_data.std)
+    curve = ins.robustness_curve(quick_model, images, labels, "rotation", [0, 30, 60], small_data.mean, small_data.std)
+    assert curve[0] == clean and curve[2] < curve[1] < clean
+
+
+def test_dead_units_killed_by_hand_are_counted():
+    torch.manual_seed(0)
+    model = MLP((32, 16), (0.0, 0.0)).eval()
+    first = model.linears()[0]
+    with torch.no_grad():
+        first.weight[:5] = 0
+        first.bias[:5] = -1.0  # units 0-4: never above 0
+        first.bias[5:] = 100.0  # the others: always above 0
+    x = torch.randn(500, 784)
+    layer1 = ins.unit_activity(model, x)[0]
+    assert (layer1["units"], layer1["dead_units"]) == (32, 5)
+    assert layer1["dead_share"] == pytest.approx(5 / 32) and layer1["sparsity"] == pytest.approx(5 / 32)
+    acts = ins.hidden_activations(model, x)
+    assert [a.shape for a in acts] == [(500, 32), (500, 16)]
+
+
+def test_pca_finds_the_direction_of_largest_spread():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(400, generator=g)
+    axis = torch.tensor([1.0, 1.0, 0.0, 0.0]) / math.sqrt(2)
+    features = t[:, None] * 5 * axis + 0.1 * torch.randn(400, 4, generator=g)
+    pc = ins.pca_2d(features)
+    centred = features - features.mean(0)
+    proj = centred @ axis
+    assert abs(float(torch.corrcoef(torch.stack([pc[:, 0], proj]))[0, 1])) > 0.999
+    assert pc[:, 0].var() > 100 * pc[:, 1].var()
+    torch.testing.assert_close(pc, ins.pca_2d(features))
+
+
+def test_first_layer_weights_are_the_largest_norm_units():
+    torch.manual_seed(0)
+    model = MLP((64,), (0.0,))
+    w = model.linears()[0].weight.detach()
+    images, units = ins.first_layer_weights(model, k=5)
+    assert units.tolist() == w.norm(dim=1).argsort(descending=True)[:5].tolist()
+    torch.testing.assert_close(images[0], w[units[0]].reshape(28, 28))
