@@ -1,4 +1,4 @@
-"""Command line: python -m mnist_lib {data,train,evaluate,predict,notebooks,sweep,speedrun} (also the `mnist-lib` script).
+"""Command line: python -m mnist_lib {data,train,evaluate,predict,notebooks,sweep,speedrun,inspect} (also the `mnist-lib` script).
 
     python -m mnist_lib data                       # verify (or download) MNIST, show the split
     python -m mnist_lib data --dataset fashion-mnist
@@ -10,6 +10,7 @@
     python -m mnist_lib predict results/runs/quick my_digit.png
     python -m mnist_lib notebooks                  # execute notebooks/params/*.yaml with papermill
     python -m mnist_lib speedrun configs/speedrun/cpu_98.json --target 0.98 --time-limit 10 --threads 2   # time to accuracy
+    python -m mnist_lib inspect results/final/seed_0 results/configs/mlp_aug/seed_0   # what they learned, calibration, robustness
 
 Every Config field is a `train` flag of the same name (underscores become
 dashes). Bad input, and ordinary file-system trouble (a full disk, a read-only
@@ -184,6 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--quiet", action="store_true", help="no progress bar")
     data_dir_flag(sr)
 
+    ins = sub.add_parser(
+        "inspect",
+        help="what trained runs learned, how well calibrated they are, where they break: figures and inspection.json",
+        description="Inspect one or more runs: first-layer weights, dead units, a PCA of the last hidden layer, saliency, "
+        "calibration (ECE, NLL, temperature scaling), accuracy under rotation, shift, noise, occlusion, FGSM and PGD.",
+    )
+    ins.add_argument("runs", metavar="RUN", nargs="+", help="run folders (or model.safetensors files) to inspect")
+    ins.add_argument("--output", metavar="DIR", help="where to write (default: the run's folder; several runs: results/inspections/...)")
+    ins.add_argument("--labels", nargs="+", metavar="NAME", help="a name per run for legends (default: the folder names)")
+    ins.add_argument("--overwrite", action="store_true", help="replace an earlier inspection in that folder")
+    ins.add_argument("--max-examples", type=_positive_int, metavar="N", help="robustness and attacks on the first N test images")
+    ins.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    ins.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_dir_flag(ins)
+
     pr = sub.add_parser("predict", help="classify digit images (PNG/JPEG) with a trained run")
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("images", metavar="IMAGE", nargs="+")
@@ -341,8 +357,29 @@ def cmd_speedrun(args) -> None:
     print(f"{record.line()} -> {record.folder}")
 
 
+def cmd_inspect(args) -> None:
+    _headless_plots()
+    from .training.device import set_threads
+    from .workflows.inspect_runs import inspect_runs
+
+    set_threads(args.threads)
+    report = inspect_runs(
+        args.runs, args.output, labels=args.labels, overwrite=args.overwrite, data_dir=args.data_dir, max_examples=args.max_examples,
+        progress=not args.quiet,
+    )  # fmt: skip
+    for label, r in report["runs"].items():
+        c = r["calibration"]
+        fgsm = dict(zip(r["adversarial"]["fgsm"]["levels"], r["adversarial"]["fgsm"]["accuracy"], strict=True))
+        print(
+            f"{label}: test acc {100 * r['test_accuracy']:.2f} %, ECE {100 * c['ece_before']:.2f} % -> {100 * c['ece_after']:.2f} % "
+            f"(T = {c['temperature']:.2f}), FGSM eps 0.1: {100 * fgsm[0.1]:.1f} %"
+        )
+    print(f"-> {report['folder']}")
+
+
 COMMANDS = {
     "sweep": cmd_sweep,
+    "inspect": cmd_inspect,
     "speedrun": cmd_speedrun,
     "data": cmd_data,
     "train": cmd_train,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mnist_lib import MLP, Config, train
+from mnist_lib.core.errors import UserError
 from mnist_lib.records import inspection as ins
 
 
@@ -153,3 +154,74 @@ def test_first_layer_weights_are_the_largest_norm_units():
     images, units = ins.first_layer_weights(model, k=5)
     assert units.tolist() == w.norm(dim=1).argsort(descending=True)[:5].tolist()
     torch.testing.assert_close(images[0], w[units[0]].reshape(28, 28))
+
+
+# --- mnist_lib inspect: the workflow and the command line ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, mnist_dir):
+    from mnist_lib import RunOptions
+    from mnist_lib.workflows.experiment import train_and_record
+
+    root = tmp_path_factory.mktemp("inspect")
+    options = RunOptions(data_dir=mnist_dir, max_train_samples=3000, threads=2, device="cpu", progress=False)
+    cfg = Config(epochs=1, hidden=(64,), dropout=(0.0,), lr=3e-3, lr_schedule="cosine", batch_size=128)
+    for name, c in (("plain", cfg), ("rotated", cfg.replace(aug_rotate=30.0))):
+        train_and_record(c, options, run_dir=root / name)
+    return root
+
+
+def test_inspect_writes_the_figures_and_numbers_that_agree_with_the_model(two_runs, mnist_dir):
+    import json
+
+    from mnist_lib.data.idx import read_split
+    from mnist_lib.records.runs import load_model
+    from mnist_lib.workflows.inspect_runs import inspect_runs
+
+    run = two_runs / "plain"
+    report = inspect_runs([run], data_dir=mnist_dir, max_examples=300, progress=False)
+    on_disk = json.loads((run / "inspection.json").read_text())
+    for name in ("first_layer_weights.png", "embedding.png", "saliency.png", "reliability.png", "robustness.png"):
+        assert (run / name).read_bytes()[:4] == b"\x89PNG"
+    r = on_disk["runs"]["plain"]
+    model, _, mean, std = load_model(run)
+    images, labels = read_split("test", mnist_dir)
+    images = images.float() / 255
+    assert r["test_accuracy"] == pytest.approx(ins.accuracy(model, images, labels, mean, std))
+    clean_300 = ins.accuracy(model, images[:300], labels[:300], mean, std)
+    for kind, curve in {**r["robustness"], **r["adversarial"]}.items():
+        assert curve["accuracy"][0] == pytest.approx(clean_300), kind  # level 0 of every curve: the clean accuracy
+    assert r["examples"] == 300 and r["calibration"]["nll_after"] <= r["calibration"]["nll_before"] + 1e-9
+    assert [u["units"] for u in r["units"]] == [64] and report["runs"]["plain"]["test_accuracy"] == r["test_accuracy"]
+    with pytest.raises(UserError, match="inspection.json already exists: an earlier inspection; pass overwrite"):
+        inspect_runs([run], data_dir=mnist_dir, max_examples=300, progress=False)
+    from mnist_lib.records.claim import is_record
+
+    assert is_record(run) == (True, "")  # the run folder is still a record this library may replace
+
+
+def test_several_runs_share_the_curves_and_bad_runs_are_one_line(two_runs, mnist_dir, tmp_path, capsys):
+    import json
+
+    from mnist_lib.cli import main
+
+    out = tmp_path / "both"
+    code = main(["inspect", str(two_runs / "plain"), str(two_runs / "rotated"), "--output", str(out), "--max-examples", "200",
+                 "--data-dir", str(mnist_dir), "--quiet", "--threads", "2"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0 and "plain: test acc" in printed and "rotated: test acc" in printed
+    report = json.loads((out / "inspection.json").read_text())
+    assert list(report["runs"]) == ["plain", "rotated"]
+    assert (out / "plain_saliency.png").exists() and (out / "rotated_first_layer_weights.png").exists()
+    rot = {k: report["runs"][k]["robustness"]["rotation"]["accuracy"] for k in ("plain", "rotated")}
+    assert rot["rotated"][3] > rot["plain"][3]  # trained under rotations of up to 30 degrees, it holds up better at 30
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["inspect", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mnist-lib: error: no model at") and err.count("\n") == 1
+    (empty / "model.safetensors").write_bytes(b"not safetensors")
+    assert main(["inspect", str(empty)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (empty / "inspection.json").exists()

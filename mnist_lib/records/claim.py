@@ -59,6 +59,12 @@ RECORD_FILES = frozenset(
         "confusion_matrix.png",
         "per_class_accuracy.png",
         "misclassified.png",
+        "inspection.json",  # mnist_lib inspect, into a run's own folder (workflows/inspect_runs.py)
+        "first_layer_weights.png",
+        "embedding.png",
+        "saliency.png",
+        "reliability.png",
+        "robustness.png",
         LOCK_FILE,
     }
 )

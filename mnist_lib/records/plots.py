@@ -97,29 +97,33 @@ GRID_TILE_INCHES = 1.3  # width of one tile and its padding on the page
 GRID_CAPTION_CHARS = 18  # captions wrap at spaces to lines of about this many characters (8 points in 1.3 inches)
 
 
-def plot_digit_grid(images: torch.Tensor, titles: Sequence[str], ncols: int = 8, title: str | None = None):
+def plot_digit_grid(images: torch.Tensor, titles: Sequence[str], ncols: int = 8, title: str | None = None, signed: bool = False):
     """Grid of 28x28 images (uint8 or float), each scaled to its own range and captioned above.
 
     The tiles are laid out by torchvision.utils.make_grid and drawn as one image;
-    the captions go into the padding above each tile.
+    the captions go into the padding above each tile. `signed`: weights, drawn
+    blue (negative) to red (positive) with 0 white, each tile scaled by its largest |value|.
     """
     from torchvision.utils import make_grid  # here, not at the top: importing torchvision costs ~2 s per process
 
     n = len(images)
     ncols = max(1, min(ncols, n))
     tiles = images.reshape(-1, 1, 28, 28).detach().cpu().float()
-    # scale_each: each tile to its own min..max, as imshow does per axes; pad 0 is white in gray_r
+    if signed:  # 0 maps to 0.5: white in RdBu_r, as is the padding
+        tiles = 0.5 + tiles / (2 * tiles.flatten(1).abs().amax(1).clamp_min(1e-12)).view(-1, 1, 1, 1)
+    pad = 0.5 if signed else 0.0  # 0 is white in gray_r
+    # scale_each: each tile to its own min..max, as imshow does per axes
     grid = (
-        make_grid(tiles, nrow=ncols, padding=GRID_PAD, normalize=True, scale_each=True, pad_value=0.0)[0]
+        make_grid(tiles, nrow=ncols, padding=GRID_PAD, normalize=not signed, scale_each=True, pad_value=pad)[0]
         if n
-        else torch.zeros(GRID_PAD, GRID_PAD)
+        else torch.full((GRID_PAD, GRID_PAD), pad)
     )
     inches_per_pixel = GRID_TILE_INCHES / (28 + GRID_PAD)
     width, image_height = grid.shape[1] * inches_per_pixel, grid.shape[0] * inches_per_pixel
     title_height = 0.45 if title else 0.0
     fig = plt.figure(figsize=(width, image_height + title_height))
     ax = fig.add_axes((0.0, 0.0, 1.0, image_height / (image_height + title_height)))  # the image fills the page below the title
-    ax.imshow(grid.numpy(), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.imshow(grid.numpy(), cmap="RdBu_r" if signed else "gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.axis("off")
     cell = 28 + GRID_PAD
     for i, caption in enumerate(titles[:n]):
@@ -265,5 +269,54 @@ def plot_speedrun(rows: pd.DataFrame, target: float, time_limit: float | None = 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_embedding(
+    points: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], title: str = "Last hidden layer: two principal components"
+):
+    """A 2-D embedding (inspection.pca_2d) of validation images, one colour per class."""
+    fig, ax = plt.subplots(figsize=(6.2, 5.2))
+    palette = sns.color_palette("tab10", len(classes))
+    for c, name in enumerate(classes):
+        pts = points[labels == c]
+        ax.scatter(pts[:, 0], pts[:, 1], s=3, alpha=0.5, color=palette[c % len(palette)], label=name, rasterized=True)
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
+    ax.legend(markerscale=4, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(diagrams: dict[str, list[dict]], title: str = "Reliability diagram (test set)"):
+    """Accuracy against confidence per bin (inspection.reliability), one line per label; the diagonal is perfect calibration."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfectly calibrated")
+    for label, rows in diagrams.items():
+        used = [r for r in rows if r["count"]]
+        ax.plot([r["confidence"] for r in used], [r["accuracy"] for r in used], marker="o", ms=4, label=label)
+    ax.set(xlabel="confidence (mean of the bin)", ylabel="accuracy", title=title, xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_robustness(curves: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]], units: dict[str, str]):
+    """Accuracy against perturbation strength: one panel per perturbation or attack (keys of `units`, the x-axis labels), one
+    line per run; curves[run][kind] = (levels, accuracies)."""
+    kinds = list(units)
+    ncols = 3
+    nrows = -(-len(kinds) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.2 * nrows), squeeze=False)
+    for ax, kind in zip(axes.flat, kinds, strict=False):
+        for run, by_kind in curves.items():
+            levels, accs = by_kind[kind]
+            ax.plot(levels, [100 * a for a in accs], marker="o", ms=3, label=run)
+        ax.set(xlabel=units[kind], ylabel="accuracy (%)", title=kind, ylim=(0, 101))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(kinds) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
