@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--output", metavar="DIR", help="where to write (default: the run's folder; several runs: results/inspections/...)")
     ins.add_argument("--labels", nargs="+", metavar="NAME", help="a name per run for legends (default: the folder names)")
     ins.add_argument("--overwrite", action="store_true", help="replace an earlier inspection in that folder")
-    ins.add_argument("--max-examples", type=_positive_int, metavar="N", help="robustness and attacks on the first N test images")
+    ins.add_argument("--attack-examples", type=_positive_int, metavar="N", help="FGSM and PGD on the first N test images (default: all)")
     ins.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
     ins.add_argument("--quiet", action="store_true", help="no progress bar")
     data_dir_flag(ins)
@@ -364,7 +364,7 @@ def cmd_inspect(args) -> None:
 
     set_threads(args.threads)
     report = inspect_runs(
-        args.runs, args.output, labels=args.labels, overwrite=args.overwrite, data_dir=args.data_dir, max_examples=args.max_examples,
+        args.runs, args.output, labels=args.labels, overwrite=args.overwrite, data_dir=args.data_dir, attack_examples=args.attack_examples,
         progress=not args.quiet,
     )  # fmt: skip
     for label, r in report["runs"].items():

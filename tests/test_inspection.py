@@ -180,7 +180,7 @@ def test_inspect_writes_the_figures_and_numbers_that_agree_with_the_model(two_ru
     from mnist_lib.workflows.inspect_runs import inspect_runs
 
     run = two_runs / "plain"
-    report = inspect_runs([run], data_dir=mnist_dir, max_examples=300, progress=False)
+    report = inspect_runs([run], data_dir=mnist_dir, attack_examples=300, progress=False)
     on_disk = json.loads((run / "inspection.json").read_text())
     for name in ("first_layer_weights.png", "embedding.png", "saliency.png", "reliability.png", "robustness.png"):
         assert (run / name).read_bytes()[:4] == b"\x89PNG"
@@ -190,12 +190,14 @@ def test_inspect_writes_the_figures_and_numbers_that_agree_with_the_model(two_ru
     images = images.float() / 255
     assert r["test_accuracy"] == pytest.approx(ins.accuracy(model, images, labels, mean, std))
     clean_300 = ins.accuracy(model, images[:300], labels[:300], mean, std)
-    for kind, curve in {**r["robustness"], **r["adversarial"]}.items():
-        assert curve["accuracy"][0] == pytest.approx(clean_300), kind  # level 0 of every curve: the clean accuracy
-    assert r["examples"] == 300 and r["calibration"]["nll_after"] <= r["calibration"]["nll_before"] + 1e-9
+    for kind, curve in r["adversarial"].items():  # epsilon 0: the clean accuracy of the attacked images
+        assert curve["accuracy"][0] == pytest.approx(clean_300), kind
+    for kind, curve in r["robustness"].items():  # level 0 of every perturbation (on all of the test set): the clean accuracy
+        assert curve["accuracy"][0] == pytest.approx(r["test_accuracy"], abs=2e-4), kind
+    assert r["attack_examples"] == 300 and r["calibration"]["nll_after"] <= r["calibration"]["nll_before"] + 1e-9
     assert [u["units"] for u in r["units"]] == [64] and report["runs"]["plain"]["test_accuracy"] == r["test_accuracy"]
     with pytest.raises(UserError, match="inspection.json already exists: an earlier inspection; pass overwrite"):
-        inspect_runs([run], data_dir=mnist_dir, max_examples=300, progress=False)
+        inspect_runs([run], data_dir=mnist_dir, attack_examples=300, progress=False)
     from mnist_lib.records.claim import is_record
 
     assert is_record(run) == (True, "")  # the run folder is still a record this library may replace
@@ -207,7 +209,7 @@ def test_several_runs_share_the_curves_and_bad_runs_are_one_line(two_runs, mnist
     from mnist_lib.cli import main
 
     out = tmp_path / "both"
-    code = main(["inspect", str(two_runs / "plain"), str(two_runs / "rotated"), "--output", str(out), "--max-examples", "200",
+    code = main(["inspect", str(two_runs / "plain"), str(two_runs / "rotated"), "--output", str(out), "--attack-examples", "200",
                  "--data-dir", str(mnist_dir), "--quiet", "--threads", "2"])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0 and "plain: test acc" in printed and "rotated: test acc" in printed

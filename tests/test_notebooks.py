@@ -27,6 +27,7 @@ EXTRAS = {
     "05_compare_configs.ipynb": {"runs", "labels", "baseline", "metric", "figures_subdir"},
     "06_play.ipynb": {"run", "results_dir"},
     "07_runs.ipynb": {"results_dir", "folders", "diff_a", "diff_b"},
+    "09_inspect.ipynb": {"runs", "labels", "output_name", "attack_examples", "threads", "overwrite"},
     "08_speedrun.ipynb": {
         "recipe",
         "target",
