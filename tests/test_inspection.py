@@ -227,3 +227,27 @@ def test_several_runs_share_the_curves_and_bad_runs_are_one_line(two_runs, mnist
     assert main(["inspect", str(empty)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert not (empty / "inspection.json").exists()
+
+
+def test_inspect_names_fashion_mnist_classes(tmp_path, fashion_dir):
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mnist_lib import RunOptions
+    from mnist_lib.records.runs import load_model
+    from mnist_lib.workflows import inspect_runs as wf
+    from mnist_lib.workflows.experiment import train_and_record
+
+    options = RunOptions(data_dir=fashion_dir, max_train_samples=2000, threads=2, device="cpu", progress=False)
+    cfg = Config(dataset="fashion-mnist", epochs=1, hidden=(32,), dropout=(0.0,), lr=3e-3, lr_schedule="cosine")
+    run, _, _ = train_and_record(cfg, options, run_dir=tmp_path / "fashion")
+    model, config, mean, std = load_model(run)
+    result, figures = wf.inspect_one(model, config, mean, std, fashion_dir, attack_examples=50)
+    legend = [t.get_text() for t in figures["embedding.png"].axes[0].get_legend().get_texts()]
+    assert legend[:3] == ["T-shirt/top", "Trouser", "Pullover"] and len(legend) == 10
+    captions = [t.get_text() for t in figures["saliency.png"].axes[0].texts]
+    assert all(c == "saliency" or c.startswith("predicted ") for c in captions) and any(c[10:] in legend for c in captions)
+    assert result["dataset"] == "fashion-mnist" and 0.5 < result["test_accuracy"] < 0.95
+    json.dumps(result)  # the report is plain JSON
