@@ -80,7 +80,7 @@ lab: setup ## JupyterLab on notebooks/ with this environment's python3 kernel (L
 results: setup ## train and test configs/*.json over seeds 0-2 (notebooks/params/results/) into results/configs/, ~16 min; OVERWRITE=1 replaces
 	$(PY) -m mnist_lib notebooks notebooks/params/results/*.yaml --output-dir results/configs $(if $(OVERWRITE),--overwrite)
 
-records: setup ## time-to-accuracy records (notebooks/params/records/): 10 seeds per recipe on 2 CPU threads, ~5 min; OVERWRITE=1 replaces
+records: setup ## time-to-accuracy records (notebooks/params/records/): 10 seeds per recipe on 2 CPU threads, ~7 min; OVERWRITE=1 replaces
 	$(PY) -m mnist_lib notebooks notebooks/params/records/*.yaml --output-dir results/records/notebooks $(if $(OVERWRITE),--overwrite)
 
 ABLATE = $(PY) -m mnist_lib train --config configs/mlp_aug.json --seeds 0 1 2 --threads 2 --device cpu
