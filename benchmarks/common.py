@@ -7,8 +7,6 @@ reports medians and per-round ratios, never two separate blocks of runs.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
@@ -18,7 +16,8 @@ from collections.abc import Callable
 import torch
 
 from mnist_lib import MLP, Config
-from mnist_lib.records.runs import atomic_write, environment
+from mnist_lib.core.files import atomic_write, write_csv
+from mnist_lib.records.runs import environment
 from mnist_lib.training.device import DTYPES, set_threads
 from mnist_lib.training.stacked import StackedMLP
 from mnist_lib.training.train import PopulationStep, population_epoch
@@ -99,8 +98,4 @@ def save(rows: list[dict], jsonl: str | None = None, csv_path: str | None = None
         atomic_write(jsonl, text)
     if csv_path:
         columns = list(dict.fromkeys(k for r in rows for k in r))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()} for r in rows)
-        atomic_write(csv_path, buf.getvalue())
+        write_csv(csv_path, [{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()} for r in rows], columns)

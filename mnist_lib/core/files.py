@@ -23,11 +23,14 @@ as it was and is a UserError naming the path and the reason (describe_os_error).
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import math
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +194,15 @@ def finite_or_none(obj: Any) -> Any:
 def write_json(path: str | Path, obj: Any) -> None:
     """Write `obj` as JSON, atomically; a value that is not finite is written as null, never as NaN."""
     atomic_write(path, json.dumps(finite_or_none(obj), indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: str | Path, rows: list[dict], columns: Sequence[str]) -> None:
+    """Write `rows` as CSV with these columns, in this order (keys beyond them are an error), atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buf.getvalue())
 
 
 def writable_dir(path: str | Path, what: str = "folder") -> Path:

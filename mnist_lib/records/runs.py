@@ -20,8 +20,6 @@ summary.json never holds NaN (core.files.write_json writes null).
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import math
 import os
@@ -37,7 +35,7 @@ import torch
 
 from ..core.config import Config
 from ..core.errors import UserError
-from ..core.files import atomic_write, read_json_object, write_json
+from ..core.files import atomic_write, read_json_object, write_csv, write_json
 from ..training.model import MLP
 from ..training.train import METRIC_COLUMNS
 from .claim import Claim
@@ -50,11 +48,7 @@ __all__ = ["atomic_write", "write_json"]  # re-exported: callers that write run 
 
 
 def write_metrics_csv(path: str | Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: r[k] for k in METRIC_COLUMNS} for r in rows)
-    atomic_write(path, buf.getvalue())
+    write_csv(path, [{k: r[k] for k in METRIC_COLUMNS} for r in rows], METRIC_COLUMNS)
 
 
 def environment(device: str, threads: int) -> dict[str, Any]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
-import io
 import math
 import os
 import time
@@ -44,7 +43,7 @@ from tqdm.auto import tqdm
 
 from ..core.config import Config, RunOptions
 from ..core.errors import UserError
-from ..core.files import atomic_write, describe_os_error, write_json
+from ..core.files import describe_os_error, write_csv, write_json
 from ..core.paths import RECORDS_DIR, REPO_ROOT
 from ..data.splits import load_test, prepare_data
 from ..records import stats
@@ -164,7 +163,7 @@ def speedrun(
             groups = [seeds] if together else [[s] for s in seeds]
             for group in tqdm(groups, desc="seeds", unit="run", disable=not options.progress or len(groups) == 1):
                 rows += timed_runs(config, group, data, x_eval, y_eval, dev, run)
-                _write_rows(claim.path / "summary.csv", rows)
+                write_csv(claim.path / "summary.csv", rows, SEED_COLUMNS)
             summary.update(aggregate(rows, target, time_limit, develop), status="completed")
         except BaseException as e:
             summary.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", error=str(e) or type(e).__name__)
@@ -202,14 +201,6 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SEED_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, buf.getvalue())
-
-
 def aggregate(rows: list[dict], target: float, time_limit: float | None, develop: bool) -> dict:
     """The statistics of a speedrun: n, time and accuracy mean ± std, minimum accuracy, one-sided p, met or not."""
     accs = [r["acc"] for r in rows]
@@ -241,11 +232,7 @@ def add_to_index(summary: dict, folder: Path) -> None:
     with _locked(folder.parent / ".records.lock"):
         rows = read_index(index) if index.exists() else []
         rows = [r for r in rows if r["folder"] != folder.name] + [{k: _cell(v) for k, v in row.items()}]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write(index, buf.getvalue())
+        write_csv(index, rows, INDEX_COLUMNS)
 
 
 def _cell(value) -> str:
