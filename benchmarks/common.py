@@ -18,14 +18,9 @@ import torch
 from mnist_lib import MLP, Config
 from mnist_lib.core.files import atomic_write, write_csv
 from mnist_lib.records.runs import environment
-from mnist_lib.training.device import DTYPES, set_threads
+from mnist_lib.training.device import DTYPES, set_threads, sync
 from mnist_lib.training.stacked import StackedMLP
 from mnist_lib.training.train import PopulationStep, population_epoch
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def interleave(fns: dict[str, Callable[[], object]], rounds: int, device: torch.device) -> dict[str, list[float]]:

@@ -44,6 +44,12 @@ def select_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so a clock read after it measures the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def set_threads(threads: int | None) -> int:
     """Set torch's intra-op CPU threads (None keeps torch's default); return the count in use."""
     if threads is not None:

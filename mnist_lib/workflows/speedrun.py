@@ -49,7 +49,7 @@ from ..data.splits import load_test, prepare_data
 from ..records import stats
 from ..records.claim import claim_run_dir
 from ..records.runs import environment
-from ..training.device import select_device, set_threads
+from ..training.device import select_device, set_threads, sync
 from ..training.evaluate import evaluate, evaluate_members
 from ..training.stacked import StackedMLP
 from ..training.train import train, train_population
@@ -181,7 +181,7 @@ def timed_runs(config: Config, seeds: list[int], data, x_eval, y_eval, dev: torc
     One row per seed: seed, status, acc, seconds, epochs. `run`: train()'s keyword arguments (device, threads, ...).
     """
     configs = [config.replace(seed=s) for s in seeds]
-    _sync(dev)
+    sync(dev)
     start = time.perf_counter()
     if len(configs) == 1:
         results = [train(configs[0], data, **run)]
@@ -194,11 +194,6 @@ def timed_runs(config: Config, seeds: list[int], data, x_eval, y_eval, dev: torc
         {"seed": s, "status": r.status, "acc": acc, "seconds": seconds, "epochs": len(r.history)}
         for s, r, acc in zip(seeds, results, accs, strict=True)
     ]
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def aggregate(rows: list[dict], target: float, time_limit: float | None, develop: bool) -> dict:
