@@ -127,10 +127,10 @@ def test_dead_units_killed_by_hand_are_counted():
         first.bias[:5] = -1.0  # units 0-4: never above 0
         first.bias[5:] = 100.0  # the others: always above 0
     x = torch.randn(500, 784)
-    layer1 = ins.unit_activity(model, x)[0]
+    acts = ins.hidden_activations(model, x)
+    layer1 = ins.unit_activity(acts)[0]
     assert (layer1["units"], layer1["dead_units"]) == (32, 5)
     assert layer1["dead_share"] == pytest.approx(5 / 32) and layer1["sparsity"] == pytest.approx(5 / 32)
-    acts = ins.hidden_activations(model, x)
     assert [a.shape for a in acts] == [(500, 32), (500, 16)]
 
 
@@ -216,6 +216,7 @@ def test_several_runs_share_the_curves_and_bad_runs_are_one_line(two_runs, mnist
     report = json.loads((out / "inspection.json").read_text())
     assert list(report["runs"]) == ["plain", "rotated"]
     assert (out / "plain_saliency.png").exists() and (out / "rotated_first_layer_weights.png").exists()
+    assert report["runs"]["plain"]["figures"]["saliency.png"] == "plain_saliency.png"  # the report names each run's files
     rot = {k: report["runs"][k]["robustness"]["rotation"]["accuracy"] for k in ("plain", "rotated")}
     assert rot["rotated"][3] > rot["plain"][3]  # trained under rotations of up to 30 degrees, it holds up better at 30
     empty = tmp_path / "empty"

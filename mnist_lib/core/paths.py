@@ -20,3 +20,9 @@ RECORDS_DIR = RESULTS_DIR / "records"  # time-to-accuracy records (workflows/spe
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 NOTEBOOK_PARAMS_DIR = NOTEBOOKS_DIR / "params"
 EXECUTED_NOTEBOOKS_DIR = RESULTS_DIR / "notebooks"
+
+
+def repo_relative(path: str | Path) -> str:
+    """`path` relative to the repository when it lies inside it (how records name recipes and runs), else as given."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)

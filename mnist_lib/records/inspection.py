@@ -2,8 +2,9 @@
 
     model, config, mean, std = load_model("results/final/seed_0")
     first_layer_weights(model, k=16)                 # [16, 28, 28]: the units with the largest weight norm
-    unit_activity(model, x_val)                      # per hidden layer: dead share, activation sparsity
-    pca_2d(last_hidden(model, x_val))                # [N, 2]: the last hidden layer, projected
+    acts = hidden_activations(model, x_val)          # per hidden layer, [N, width] after its activation
+    unit_activity(acts)                              # per hidden layer: dead share, activation sparsity
+    pca_2d(acts[-1])                                 # [N, 2]: the last hidden layer, projected
     saliency(model, x, y)                            # [N, 28, 28]: |d class score / d input|
     expected_calibration_error(probs, y)             # 15 equal-width confidence bins
     fit_temperature(val_logits, y_val)               # T minimizing validation NLL (Guo et al. 2017)
@@ -56,19 +57,16 @@ def hidden_activations(model: MLP, x: torch.Tensor) -> list[torch.Tensor]:
     return [torch.cat(captured[i::n_layers]) for i in range(n_layers)]  # predict_logits runs in chunks
 
 
-def unit_activity(model: MLP, x: torch.Tensor) -> list[dict]:
-    """Per hidden layer: units, the share of dead units (never above 0 on `x`) and the activation sparsity (share of outputs <= 0)."""
+def unit_activity(activations: list[torch.Tensor]) -> list[dict]:
+    """Per hidden layer (hidden_activations on some images): units, the share of dead units (never above 0 on those
+    images) and the activation sparsity (share of outputs <= 0)."""
     out = []
-    for i, a in enumerate(hidden_activations(model, x), start=1):
+    for i, a in enumerate(activations, start=1):
         active = a > 0
-        out.append({"layer": i, "units": a.shape[1], "dead_units": int((~active.any(0)).sum()),
-                    "dead_share": float((~active.any(0)).float().mean()), "sparsity": float((~active).float().mean())})  # fmt: skip
+        dead = ~active.any(0)
+        out.append({"layer": i, "units": a.shape[1], "dead_units": int(dead.sum()), "dead_share": float(dead.float().mean()),
+                    "sparsity": float((~active).float().mean())})  # fmt: skip
     return out
-
-
-def last_hidden(model: MLP, x: torch.Tensor) -> torch.Tensor:
-    """The last hidden layer's activations on `x`, [N, width]."""
-    return hidden_activations(model, x)[-1]
 
 
 def pca_2d(features: torch.Tensor) -> torch.Tensor:

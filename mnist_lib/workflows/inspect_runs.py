@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ..core import datasets
 from ..core.errors import UserError
 from ..core.files import writable_dir, write_json
-from ..core.paths import RESULTS_DIR
+from ..core.paths import RESULTS_DIR, repo_relative
 from ..data.idx import read_split
 from ..data.splits import prepare_data
 from ..records import inspection as ins
@@ -108,13 +108,15 @@ def inspect_runs(
         list(zip(labels, run_dirs, loaded, strict=True)), desc="runs", disable=not progress
     ):
         result, figures = inspect_one(model, config, mean, std, data_dir, attack_examples)
-        result["run"] = str(path)
+        result["run"] = repo_relative(path)
         report["runs"][label] = result
         reliability[f"{label}, before"] = result["calibration"].pop("reliability_before")
         reliability[f"{label}, after T = {result['calibration']['temperature']:.2f}"] = result["calibration"].pop("reliability_after")
         curves[label] = {kind: (v["levels"], v["accuracy"]) for kind, v in {**result["robustness"], **result["adversarial"]}.items()}
+        # several runs: each run's own figures carry its label; the report says which file holds which figure
+        result["figures"] = {name: name if single else f"{label.replace('/', '-')}_{name}" for name in figures}
         for name, fig in figures.items():
-            plots.save_figure(fig, out / (name if single else f"{label.replace('/', '-')}_{name}"), close=True)
+            plots.save_figure(fig, out / result["figures"][name], close=True)
     plots.save_figure(plots.plot_reliability(reliability), out / "reliability.png", close=True)
     plots.save_figure(plots.plot_robustness(curves, UNITS), out / "robustness.png", close=True)
     write_json(out / REPORT, report)  # last: its presence means the inspection finished
@@ -131,7 +133,8 @@ def inspect_one(model, config, mean: float, std: float, data_dir, attack_example
     test_images = test_images.float() / 255.0
     x_test = ((test_images - mean) / std).flatten(1)
     weights, units = ins.first_layer_weights(model, 16)
-    points = ins.pca_2d(ins.last_hidden(model, data.x_val))
+    activations = ins.hidden_activations(model, data.x_val)  # once: the units' table and the embedding both use them
+    points = ins.pca_2d(activations[-1])
     pick = torch.arange(N_SALIENCY)
     val_pred = predict_logits(model, data.x_val[pick]).argmax(1)
     maps = ins.saliency(model, data.x_val[pick], val_pred)
@@ -162,7 +165,7 @@ def inspect_one(model, config, mean: float, std: float, data_dir, attack_example
     result = {
         "dataset": config.dataset,
         "test_accuracy": float((test_logits.argmax(1) == test_labels).double().mean()),
-        "units": ins.unit_activity(model, data.x_val),
+        "units": ins.unit_activity(activations),
         "first_layer_units": units.tolist(),
         "calibration": calibration,
         "robustness": {

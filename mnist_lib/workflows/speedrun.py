@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from ..core.config import Config, RunOptions
 from ..core.errors import UserError
 from ..core.files import describe_os_error, write_csv, write_json
-from ..core.paths import RECORDS_DIR, REPO_ROOT
+from ..core.paths import RECORDS_DIR, repo_relative
 from ..data.splits import load_test, prepare_data
 from ..records import stats
 from ..records.claim import claim_run_dir
@@ -89,12 +89,6 @@ def check_recipe(config: Config) -> None:
         )
 
 
-def recipe_name(recipe: str | Path) -> str:
-    """How a recipe is named in the index: its path relative to the repository when it lies inside it."""
-    path = Path(recipe).resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(recipe)
-
-
 def speedrun(
     config: Config,
     seeds: Sequence[int],
@@ -130,7 +124,7 @@ def speedrun(
     summary = {
         "status": "running",
         "seeds_requested": seeds,
-        "recipe": recipe_name(recipe),
+        "recipe": repo_relative(recipe),
         "config": config.to_dict(),
         "target": target,
         "time_limit": time_limit,
