@@ -245,9 +245,10 @@ def ensure_files(
 ) -> dict[str, Path]:
     """Paths of the dataset's four files, downloading any that are missing."""
     d = data_dir(directory, dataset)
+    spec = spec_of(dataset)
     paths = {}
-    for name in spec_of(dataset).files:
-        found = find_file(d, name, spec_of(dataset))
+    for name in spec.files:
+        found = find_file(d, name, spec)
         if found is None:
             if not allow_download:
                 raise UserError(missing_message(d, "download disabled", dataset))
