@@ -76,6 +76,7 @@ def results_table(folders: dict[str, str | Path], baseline: str | None = None, m
         raise UserError(f"baseline {baseline!r} is not one of the configs: {', '.join(folders)}")
     if metric not in ("test_acc", "val_acc"):
         raise UserError(f"metric must be test_acc or val_acc, got {metric!r}")
+    base_values = [100 * v for v in seed_values(folders[baseline], metric)] if baseline is not None else []
     rows = []
     for label, folder in folders.items():
         s = load_seed_runs(folder).summary
@@ -88,7 +89,7 @@ def results_table(folders: dict[str, str | Path], baseline: str | None = None, m
         if label == baseline:  # no test of the baseline against itself
             row.update(diff=0.0, ci95_low=float("nan"), ci95_high=float("nan"), p_welch=float("nan"))
         elif baseline is not None:
-            test = stats.welch([100 * v for v in seed_values(folder, metric)], [100 * v for v in seed_values(folders[baseline], metric)])
+            test = stats.welch([100 * v for v in seed_values(folder, metric)], base_values)
             row.update(diff=test.diff, ci95_low=test.ci95[0], ci95_high=test.ci95[1], p_welch=test.p)
         row.update(hardware=f"{s['cpu']} ({s['device']}), {s['threads']} threads", date=s["date"])
         rows.append(row)
