@@ -301,7 +301,7 @@ def cmd_predict(args) -> None:
     model, config, mean, std = load_model(args.run_dir)
     spec = spec_of(config.dataset)
     digits = torch.stack([load_digit(path) for path in args.images])
-    conf, pred = predict_proba(model, digits, mean, std).max(1)  # eval mode
+    conf, pred = predict_proba(model, digits, mean, std, source=args.run_dir).max(1)  # eval mode
     for path, p, c in zip(args.images, pred.tolist(), conf.tolist(), strict=True):
         print(f"{path}: {spec.label(p)} (probability {c:.3f})")
 

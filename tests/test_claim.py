@@ -18,6 +18,7 @@ from mnist_lib.core.errors import UserError
 from mnist_lib.core.files import MAX_TEXT_BYTES, atomic_write, read_text, writable_dir, write_json
 from mnist_lib.records.claim import check_name, claim_run_dir, is_record, lock_run_dir
 from mnist_lib.records.runs import RunRecorder
+from mnist_lib.records.seal import SEAL_KEY, is_sealed, seal, write_sealed
 
 TINY = Config(epochs=1, hidden=(8,), dropout=(0.0,))
 
@@ -53,7 +54,9 @@ def test_overwrite_never_touches_a_folder_of_the_users(tmp_path):
     (precious / "thesis.txt").write_text("four years")
     (precious / "summary.json").write_text(json.dumps({"status": "completed", "split_hash": "x"}))  # looks like ours, is not only ours
     before = tree(precious)
-    with pytest.raises(UserError, match=r"refusing to overwrite .*precious: not a run record \(it holds thesis.txt, which this library"):
+    with pytest.raises(
+        UserError, match=r"refusing to overwrite .*precious: not a record of this library \(it holds thesis.txt, which this library"
+    ):
         claim_run_dir(precious, overwrite=True)
     assert tree(precious) == before and sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
 
@@ -87,7 +90,7 @@ def test_a_record_is_recognised_by_its_files(tmp_path):
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     make_record(seeds / "seed_0")
-    write_json(seeds / "summary.json", {"n_seeds": 1, "config": {}})
+    write_sealed(seeds / "summary.json", {"n_seeds": 1, "config": {}})
     assert is_record(seeds) == (True, "")
     make_record(seeds / ".seed_1.replaced-99")  # a seed record a killed process had moved aside: still ours
     assert is_record(seeds) == (True, "")
@@ -97,7 +100,57 @@ def test_a_record_is_recognised_by_its_files(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "summary.json").write_text('{"accuracy": 1}')
-    assert is_record(foreign) == (False, "its summary.json is not a run summary of this library")
+    assert is_record(foreign) == (False, NOT_SEALED)
+
+
+NOT_SEALED = "its summary.json was not written by this library (it has no valid seal: another program's, or edited by hand)"
+
+
+def test_files_named_like_ours_are_not_a_record(tmp_path):
+    """A folder of the user's whose files merely carry our names is refused untouched, even with overwrite."""
+    mine = tmp_path / "d"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"epochs": 40}')
+    (mine / "metrics.csv").write_text("my notes")
+    (mine / "loss_curves.png").write_text("my figure")
+    before = tree(mine)
+    assert is_record(mine) == (False, "it holds no summary.json written by this library")
+    with pytest.raises(UserError, match="not a record of this library .it holds no summary.json written by this library"):
+        claim_run_dir(mine, overwrite=True)
+    assert tree(mine) == before
+    # a summary.json with every field ours has, written by hand: no seal
+    write_json(mine / "summary.json", {"status": "completed", "split_hash": "abc"})
+    assert is_record(mine) == (False, NOT_SEALED)
+    # one of ours, edited by hand afterwards: the seal no longer matches
+    run = make_record(tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    assert is_sealed(summary) and summary[SEAL_KEY].startswith("sha256:")
+    write_json(run / "summary.json", {**summary, "best_val_acc": 0.999})
+    assert is_record(run) == (False, NOT_SEALED)
+    # a seed folder of the user's inside a record
+    seeds = tmp_path / "speedrun"
+    seeds.mkdir()
+    write_sealed(seeds / "summary.json", {"status": "completed", "seeds_requested": [7]})
+    (seeds / "seed_7").mkdir()
+    (seeds / "seed_7" / "config.json").write_text("{}")
+    assert is_record(seeds) == (False, "seed_7/: it holds no summary.json written by this library")
+    # a folder holding nothing but our lock (a writer killed before its first file) loses nothing when replaced
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / ".lock").write_text("")
+    assert is_record(locked) == (True, "")
+
+
+def test_the_seal_covers_every_value_and_nothing_else(tmp_path):
+    obj = {"status": "completed", "acc": 0.1 + 0.2, "nested": {"b": [1, 2.5, None], "a": "é"}, "nan": float("nan")}
+    sealed = seal(obj)
+    assert is_sealed(sealed) and set(sealed) == {*obj, SEAL_KEY}
+    write_sealed(tmp_path / "s.json", obj)  # through the file: indentation and NaN written as null change nothing
+    assert is_sealed(json.loads((tmp_path / "s.json").read_text()))
+    for key, value in [("acc", 0.30000000000000005 + 1e-16), ("status", "Completed"), ("nested", {"a": "é", "b": [1, 2.5]}), ("x", 1)]:
+        assert not is_sealed({**sealed, key: value}), key
+    assert not is_sealed({k: v for k, v in sealed.items() if k != "acc"})
+    assert not is_sealed({**sealed, SEAL_KEY: sealed[SEAL_KEY].upper()}) and not is_sealed([sealed]) and not is_sealed(None)
 
 
 def test_replacing_keeps_the_old_record_until_the_new_one_has_started(tmp_path):
@@ -114,7 +167,10 @@ def test_replacing_keeps_the_old_record_until_the_new_one_has_started(tmp_path):
     claim = claim_run_dir(run, overwrite=True)
     RunRecorder(claim, TINY, {"split_hash": "new"})  # writes the first files, then claim.started()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the old record is gone only now
-    assert json.loads((run / "summary.json").read_text()) == {"status": "running", "split_hash": "new"}
+    assert {k: v for k, v in json.loads((run / "summary.json").read_text()).items() if k != SEAL_KEY} == {
+        "status": "running",
+        "split_hash": "new",
+    }
     claim.release()
     assert not (run / ".lock").exists()
 
@@ -123,9 +179,9 @@ def test_one_writer_at_a_time(tmp_path):
     first = claim_run_dir(tmp_path / "r")
     with pytest.raises(UserError, match="already exists"):
         claim_run_dir(tmp_path / "r")
-    with pytest.raises(UserError, match="is being written by another process"):
+    with pytest.raises(UserError, match="is in use by another process"):
         claim_run_dir(tmp_path / "r", overwrite=True)
-    with pytest.raises(UserError, match="is being written by another process"):
+    with pytest.raises(UserError, match="is in use by another process"):
         lock_run_dir(tmp_path / "r")
     first.release()
     claim_run_dir(tmp_path / "r", overwrite=True).release()  # free again: an empty record, replaced
@@ -447,3 +503,22 @@ def test_read_text_messages(tmp_path):
         str(e.value)
         == f"file {tmp_path / 'f' / 'x.json'}: cannot read it ({tmp_path / 'f' / 'x.json'}: a part of the path is a file, not a folder)"
     )
+
+
+def test_readers_share_a_run_and_exclude_its_writers(tmp_path):
+    run = make_record(tmp_path / "run")
+    first, second = lock_run_dir(run, shared=True), lock_run_dir(run, shared=True)  # two inspections of one run at once
+    for attempt in (lambda: claim_run_dir(run, overwrite=True), lambda: lock_run_dir(run)):
+        with pytest.raises(UserError, match="is in use by another process"):
+            attempt()
+    first.release()
+    assert (run / ".lock").exists()  # the second reader still holds it
+    with pytest.raises(UserError, match="is in use by another process"):
+        claim_run_dir(run, overwrite=True)
+    second.release()
+    assert not (run / ".lock").exists()  # the last reader leaves the record as it found it
+    writer = lock_run_dir(run)
+    with pytest.raises(UserError, match="is in use by another process"):
+        lock_run_dir(run, shared=True)
+    writer.release()
+    claim_run_dir(run, overwrite=True).release()

@@ -75,7 +75,7 @@ CASES = {
     # 1. --overwrite deletes only run records
     "overwrite-users-folder": (
         lambda d, r: ["train", "--run-dir", precious(d), "--overwrite"],
-        "not a run record (it holds thesis.txt",
+        "not a record of this library (it holds thesis.txt",
         "precious/thesis.txt",
     ),
     "overwrite-empty-run-dir": (lambda d, r: ["train", "--run-dir", "", "--overwrite"], "the run directory is empty", "keep.txt"),

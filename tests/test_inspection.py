@@ -252,3 +252,116 @@ def test_inspect_names_fashion_mnist_classes(tmp_path, fashion_dir):
     assert all(c == "saliency" or c.startswith("predicted ") for c in captions) and any(c[10:] in legend for c in captions)
     assert result["dataset"] == "fashion-mnist" and 0.5 < result["test_accuracy"] < 0.95
     json.dumps(result)  # the report is plain JSON
+
+
+def tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_inspect_writes_only_into_folders_it_claimed(two_runs, mnist_dir, tmp_path):
+    """A folder of the user's, even one whose files carry our names, is refused untouched; so is a run record as output."""
+    from mnist_lib.workflows.inspect_runs import inspect_runs
+
+    mine = tmp_path / "o"
+    mine.mkdir()
+    (mine / "reliability.png").write_text("mine")
+    for overwrite, match in ((False, "inspection folder .*o already exists"), (True, "it holds no inspection.json written by this")):
+        with pytest.raises(UserError, match=match):
+            inspect_runs([two_runs / "plain"], mine, overwrite=overwrite, data_dir=mnist_dir, attack_examples=20, progress=False)
+        assert tree(mine) == {"reliability.png": b"mine"}
+    before = tree(two_runs / "rotated")
+    with pytest.raises(UserError, match="it holds no inspection.json written by this library"):  # a run is not an inspection
+        inspect_runs([two_runs / "plain"], two_runs / "rotated", overwrite=True, data_dir=mnist_dir, attack_examples=20, progress=False)
+    assert tree(two_runs / "rotated") == before
+    with pytest.raises(UserError, match="is a run being read"):
+        inspect_runs([two_runs / "plain", two_runs / "rotated"], two_runs / "rotated", data_dir=mnist_dir, progress=False)
+
+
+def test_no_run_is_replaced_while_it_is_inspected_and_a_failure_leaves_nothing(two_runs, mnist_dir, tmp_path, monkeypatch):
+    from mnist_lib.records import plots
+    from mnist_lib.records.claim import claim_run_dir, lock_run_dir
+    from mnist_lib.workflows import inspect_runs as wf
+
+    run = two_runs / "rotated"
+    with lock_run_dir(run), pytest.raises(UserError, match="is in use by another process"):  # a writer holds it: no inspection
+        wf.inspect_runs([run], tmp_path / "a", data_dir=mnist_dir, attack_examples=20, progress=False)
+    real, tried = wf.inspect_one, []
+
+    def replaced_meanwhile(*args, **kwargs):  # `train --overwrite` of the run being read, in the middle of the inspection
+        with pytest.raises(UserError, match="is in use by another process"):
+            claim_run_dir(run, overwrite=True)
+        tried.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(wf, "inspect_one", replaced_meanwhile)
+    wf.inspect_runs([run], tmp_path / "b", data_dir=mnist_dir, attack_examples=20, progress=False)
+    assert tried and (tmp_path / "b" / "inspection.json").is_file() and not (tmp_path / "b" / ".lock").exists()
+    before = tree(tmp_path / "b")
+    monkeypatch.setattr(wf, "inspect_one", real)
+    saved = plots.save_figure
+
+    def disk_full_at_the_third_figure(fig, path, **kw):
+        if len(list(path.parent.glob("*.png"))) == 2:
+            raise UserError(f"cannot write {path}: no space left on the device")
+        return saved(fig, path, **kw)
+
+    monkeypatch.setattr(plots, "save_figure", disk_full_at_the_third_figure)
+    for out, overwrite in ((tmp_path / "c", False), (tmp_path / "b", True)):
+        with pytest.raises(UserError, match="no space left"):
+            wf.inspect_runs([run], out, overwrite=overwrite, data_dir=mnist_dir, attack_examples=20, progress=False)
+    assert not (tmp_path / "c").exists() and tree(tmp_path / "b") == before  # no half folder; the earlier inspection is back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_outputs_that_overflow_are_one_line_and_leave_nothing(tmp_path, mnist_dir, capsys):
+    """Every weight at 3e38 is finite, and passes the weight check; the logits are not."""
+    from mnist_lib.cli import main
+    from mnist_lib.records.runs import save_model
+
+    model = MLP.from_config(Config())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(3e38)
+    save_model(tmp_path / "huge.safetensors", model, Config(), 0.1307, 0.3081)
+    digit = tmp_path / "digit.png"
+    from PIL import Image
+
+    stroke = np.zeros((28, 28), dtype=np.uint8)
+    stroke[4:24, 12:16] = 255  # a "1"
+    Image.fromarray(stroke).save(digit)
+    assert main(["predict", str(tmp_path / "huge.safetensors"), str(digit)]) == 2
+    assert capsys.readouterr().err == (
+        f"mnist-lib: error: {tmp_path / 'huge.safetensors'}: the model's outputs are not finite numbers (its weights overflow); "
+        "not a usable model\n"
+    )
+    out = tmp_path / "o"
+    assert main(["inspect", str(tmp_path / "huge.safetensors"), "--output", str(out), "--data-dir", str(mnist_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "outputs are not finite" in err and not out.exists()
+
+
+@pytest.mark.parametrize("hidden", [(), (1,)])
+def test_inspect_takes_every_shape_a_config_allows(hidden, tmp_path, mnist_dir, monkeypatch):
+    """No hidden layer (embedded by its logits), a layer of one unit (one principal component), and a model file as input,
+    which goes to results/inspections/<its folder>."""
+    from mnist_lib import RunOptions
+    from mnist_lib.workflows import inspect_runs as wf
+    from mnist_lib.workflows.experiment import train_and_record
+
+    options = RunOptions(data_dir=mnist_dir, max_train_samples=500, threads=2, device="cpu", progress=False)
+    run, _, _ = train_and_record(Config(epochs=1, hidden=hidden, dropout=(0.0,) * len(hidden)), options, run_dir=tmp_path / "r")
+    monkeypatch.setattr(wf, "RESULTS_DIR", tmp_path / "results")
+    report = wf.inspect_runs([run / "model.safetensors"], data_dir=mnist_dir, attack_examples=20, progress=False)
+    r = report["runs"]["r"]
+    assert (
+        report["folder"] == str(tmp_path / "results" / "inspections" / "r") and (tmp_path / "results/inspections/r/embedding.png").is_file()
+    )
+    assert [u["units"] for u in r["units"]] == list(hidden)
+    assert r["embedding_of"] == ("logits (no hidden layer)" if not hidden else "last hidden layer")
+    assert sorted(p.name for p in run.iterdir()) == sorted(["config.json", "metrics.csv", "summary.json", "model.safetensors",
+                                                           "loss_curves.png", "accuracy_curves.png"])  # fmt: skip
+
+
+def test_pca_of_one_unit_has_one_component():
+    x = torch.tensor([[1.0], [3.0], [2.0]])
+    torch.testing.assert_close(ins.pca_2d(x), torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]))

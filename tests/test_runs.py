@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from mnist_lib import MLP, Config, RunOptions, load_model, train_and_record
 from mnist_lib.core.errors import UserError
 from mnist_lib.records.claim import claim_run_dir
 from mnist_lib.records.runs import atomic_write, save_model
+from mnist_lib.records.seal import SEAL_KEY, is_sealed, write_sealed
 
 TINY = Config(epochs=1, hidden=(32,), dropout=(0.1,))
 
@@ -47,7 +49,7 @@ def test_metrics_csv_has_exactly_the_columns(run):
 def test_summary_fields(run):
     (run_dir, result, summary), _ = run
     on_disk = json.loads((run_dir / "summary.json").read_text())
-    assert on_disk == summary
+    assert is_sealed(on_disk) and {k: v for k, v in on_disk.items() if k != SEAL_KEY} == summary
     for key in ("status", "best_val_acc", "final_val_acc", "params", "train_seconds", "device", "torch_version", "split_hash"):
         assert key in on_disk, key
     assert on_disk["status"] == "completed"
@@ -89,6 +91,8 @@ def test_load_model_errors(tmp_path):
         load_model(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(UserError, match="not a model file"):
+        load_model(tmp_path / "model.safetensors")
+    with pytest.raises(UserError, match="holds model.safetensors but no summary.json: not a run record; load the file"):
         load_model(tmp_path)
 
 
@@ -300,10 +304,10 @@ def test_a_new_record_says_running_until_it_ends(tmp_path):
 
     rec = RunRecorder(claim_run_dir(tmp_path / "r"), TINY, {"params": 1})
     d = tmp_path / "r"
-    assert json.loads((d / "summary.json").read_text()) == {"status": "running", "params": 1}
+    assert strict_json(d / "summary.json") == {"status": "running", "params": 1}
     assert (d / "metrics.csv").read_text() == "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n"
     rec.fail("RuntimeError: boom")
-    assert json.loads((d / "summary.json").read_text()) == {"status": "failed", "params": 1, "error": "RuntimeError: boom"}
+    assert strict_json(d / "summary.json") == {"status": "failed", "params": 1, "error": "RuntimeError: boom"}
     rec.fail(KeyboardInterrupt())
     assert json.loads((d / "summary.json").read_text())["status"] == "interrupted"
     assert (d / ".lock").exists()
@@ -344,7 +348,12 @@ DIVERGES = Config(epochs=2, hidden=(16,), dropout=(0.0,), optimizer="sgd", lr=1e
 
 
 def strict_json(path):
-    return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} written into {path}"))
+    """A JSON file of ours, with no NaN; a summary's seal checked and left out (the other fields are compared)."""
+    data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} written into {path}"))
+    if path.name == "summary.json":
+        assert is_sealed(data), f"{path} is not sealed"
+        del data[SEAL_KEY]
+    return data
 
 
 def test_a_run_that_diverges_at_once_saves_no_weights_and_writes_no_nan(tmp_path, mnist_dir):
@@ -482,3 +491,34 @@ def test_non_finite_weights_are_named(model_file):
         == f"{bad}: tensor(s) net.0.bias, net.0.weight hold NaN or infinity; a diverged run or a damaged file, not a usable model"
     )
     assert safetensors.torch.load_file(str(bad))["net.0.weight"].isnan().any()
+
+
+def test_a_record_binds_its_weights(run, tmp_path, mnist_dir, capsys):
+    """Weights copied in from another run (same names, shapes, dtypes) are refused by every load from the folder."""
+    import shutil
+
+    from mnist_lib.cli import main
+    from mnist_lib.records.runs import file_digest
+
+    (run_dir, _, summary), _ = run
+    assert summary["model_sha256"] == file_digest(run_dir / "model.safetensors")
+    other, _, _ = train_and_record(
+        TINY.replace(seed=1), RunOptions(data_dir=mnist_dir, max_train_samples=500, threads=2, device="cpu", progress=False),
+        run_dir=tmp_path / "other",
+    )  # fmt: skip
+    mixed = tmp_path / "mixed"
+    shutil.copytree(run_dir, mixed)
+    shutil.copy(other / "model.safetensors", mixed / "model.safetensors")
+    before = (mixed / "summary.json").read_bytes()
+    message = f"run {mixed}: model.safetensors is not the file this run saved (its SHA-256 differs from summary.json's model_sha256)"
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_model(mixed)
+    assert main(["evaluate", str(mixed)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and (mixed / "summary.json").read_bytes() == before  # no test_acc of another run
+    load_model(mixed / "model.safetensors")  # the file alone is just a file: taken as it is
+    old = json.loads((run_dir / "summary.json").read_text())
+    del old["model_sha256"]
+    write_sealed(mixed / "summary.json", old)
+    with pytest.raises(UserError, match="names no digest of its weights .* load the file .*model.safetensors itself"):
+        load_model(mixed)

@@ -158,7 +158,7 @@ def test_sigterm_is_ctrl_c_and_a_second_writer_is_refused(started):
     wait_for_epochs(run / "metrics.csv", 2, writer)
     code, _, err = finish(cli("train", "--run-dir", run, "--overwrite", *LONG[:2], "--hidden", "64", *LONG[4:]))
     assert code == 2
-    one_line(err, "is being written by another process")
+    one_line(err, "is in use by another process")
     writer.send_signal(signal.SIGTERM)
     code, out, err = finish(writer)
     assert code == 143, err

@@ -38,7 +38,9 @@ def test_a_record_is_independent_train_and_test_per_seed_with_its_statistics(tmp
     s = record.summary
     accs = [r["acc"] for r in record.rows]
     assert s["n"] == 3 and s["acc_min"] == min(accs) and s["acc_mean"] == pytest.approx(sum(accs) / 3)
-    assert s["p_value"] == pytest.approx(at_least(accs, 0.8)) and s["met"] == (s["p_value"] < 0.01)
+    assert s["p_value"] == pytest.approx(at_least(accs, 0.8))
+    broken = f"trained on {N} of the 60000 training images; 3 seeds, fewer than the 10 a record on cpu needs"
+    assert s["rules_broken"] == broken and not s["met"]  # a subset and 3 seeds: never a record, whatever p says
     assert s["status"] == "completed" and s["n_train"] == N and s["population"] == 1 and s["threads"] == 2
     assert s["load_seconds"] > 0 and s["torch_version"] and s["recipe"] == "configs/speedrun/x.json"
     on_disk = json.loads((tmp_path / "x" / "summary.json").read_text())
@@ -46,6 +48,25 @@ def test_a_record_is_independent_train_and_test_per_seed_with_its_statistics(tmp
     [row] = index_rows(tmp_path)
     assert (row["folder"], row["n"], row["target"], row["recipe"]) == ("x", "3", "0.8", "configs/speedrun/x.json")
     assert float(row["acc_mean"]) == pytest.approx(s["acc_mean"]) and float(row["p_value"]) == pytest.approx(s["p_value"])
+    assert (row["met"], row["rules_broken"]) == ("False", broken)  # the row says why it does not count
+
+
+def test_a_record_keeps_every_rule_or_is_never_met():
+    """The rules of docs/speedrun.md, in aggregate alone: all 60,000 images, at least 10 seeds on the CPU and 25 on CUDA."""
+
+    def rows(n):
+        return [{"seed": i, "status": "completed", "acc": 0.99 + 0.001 * (i % 3), "seconds": 1.0, "epochs": 1} for i in range(n)]
+
+    def agg(n, device="cpu", n_train=60000, develop=False, time_limit=None):
+        a = sr.aggregate(rows(n), 0.98, time_limit, develop, device_type=device, n_train=n_train, full_train=60000)
+        return a["met"], a["rules_broken"]
+
+    assert agg(10) == (True, "") and agg(25, "cuda") == (True, "")
+    assert agg(9) == (False, "9 seeds, fewer than the 10 a record on cpu needs")
+    assert agg(24, "cuda") == (False, "24 seeds, fewer than the 25 a record on cuda needs")
+    assert agg(10, "mps") == (False, "10 seeds, fewer than the 25 a record on mps needs")
+    assert agg(10, n_train=59999) == (False, "trained on 59999 of the 60000 training images")
+    assert agg(10, develop=True) == (False, "") and agg(10, time_limit=0.5) == (False, "")  # not met, though no rule is broken
 
 
 def test_the_index_keeps_one_row_per_record_and_a_time_limit_counts(tmp_path, mnist_dir):
@@ -109,7 +130,8 @@ def test_the_cli_runs_a_recipe_and_refuses_bad_input_in_one_line(tmp_path, mnist
     code = main(["speedrun", str(recipe), "--target", "0.5", "--seeds", "0", "1", "--output", str(tmp_path / "out"),
                  "--max-train-samples", str(N), "--threads", "2", "--device", "cpu", "--quiet", "--data-dir", str(mnist_dir)])  # fmt: skip
     out = capsys.readouterr().out
-    assert code == 0 and "2 seeds: test acc" in out and "target 50.00 % met" in out and str(tmp_path / "out") in out
+    assert code == 0 and "2 seeds: test acc" in out and str(tmp_path / "out") in out
+    assert f"target 50.00 % NOT met (not a record: trained on {N} of the 60000 training images; 2 seeds, fewer than" in out
     plateau = tmp_path / "plateau.json"
     plateau.write_text(Config().to_json())
     assert main(["speedrun", str(plateau), "--target", "0.98", "--output", str(tmp_path / "p")]) == 2
@@ -131,3 +153,18 @@ def test_every_committed_recipe_loads_chooses_nothing_and_has_a_record_run():
         run = runs[path.stem]
         assert run.parameters["recipe"] == f"configs/speedrun/{path.name}" and run.parameters["output_name"] == path.stem
         assert len(run.parameters["seeds"]) >= 10 and not run.parameters.get("develop") and run.parameters["threads"] == 2
+
+
+def test_every_argument_is_checked_before_the_record_folder_is_made(tmp_path, mnist_dir):
+    """A seed out of range, a foreign records.csv beside the output, missing data: refused, and no folder is left to --overwrite."""
+    opts = options(mnist_dir)
+    with pytest.raises(UserError, match=r"each seed must be in \[0, 2\*\*32 - 1\], got 99999999999"):
+        sr.speedrun(RECIPE, [0, 99999999999], 0.5, opts, recipe="s.json", out_dir=tmp_path / "x")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "records.csv").write_text("name,score\nmine,1\n")
+    with pytest.raises(UserError, match="not a records index"):
+        sr.speedrun(RECIPE, [0], 0.5, opts, recipe="s.json", out_dir=tmp_path / "p" / "rec")
+    assert (tmp_path / "p" / "records.csv").read_text() == "name,score\nmine,1\n"
+    with pytest.raises(UserError, match="not found"):
+        sr.speedrun(RECIPE, [0], 0.5, RunOptions(data_dir=tmp_path / "nodata", device="cpu"), recipe="s.json", out_dir=tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "p" / "rec").exists()

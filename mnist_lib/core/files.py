@@ -205,11 +205,14 @@ def write_csv(path: str | Path, rows: list[dict], columns: Sequence[str]) -> Non
     atomic_write(path, buf.getvalue())
 
 
-def writable_dir(path: str | Path, what: str = "folder") -> Path:
+def writable_dir(path: str | Path, what: str = "folder", create: bool = True) -> Path:
     """`path` as a folder this process can write into (created if missing), else a UserError naming the path and the reason.
 
     Checked before a run starts, so a figures or output folder that is a file, or
-    read-only, is refused before any training instead of failing after it.
+    read-only, is refused before any training instead of failing after it. With
+    `create=False` nothing is made: the nearest folder that exists is checked
+    instead, and the writes make the rest (atomic_write creates parents), so a
+    command refused later leaves no empty folder behind.
     """
     if str(path).strip() == "":  # before Path(), which reads "" as "."
         raise UserError(f"the {what} is empty; name a folder")
@@ -217,8 +220,16 @@ def writable_dir(path: str | Path, what: str = "folder") -> Path:
     try:
         if path.exists() and not path.is_dir():
             raise UserError(f"{what} {path} exists and is a file, not a folder")
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{secrets.token_hex(4)}.tmp"
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        probe_dir = path
+        while not probe_dir.exists():
+            if probe_dir.is_symlink():  # a dangling link: mkdir would fail on it
+                raise UserError(f"{what} {path}: {probe_dir} is a broken symbolic link")
+            probe_dir = probe_dir.parent
+        if not probe_dir.is_dir():
+            raise UserError(f"{what} {path}: {probe_dir} is a file, not a folder")
+        probe = probe_dir / f".write-test-{secrets.token_hex(4)}.tmp"
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         probe.unlink()
     except OSError as e:

@@ -14,12 +14,14 @@ Rules, each one line and exit status 2 when broken:
 - An explicit run folder may be any path but the empty string (an unset shell
   variable), a file, or a symlink.
 - An existing folder that is not empty is replaced only with `overwrite`, and only
-  if it is a run record (`is_record`): a folder holding nothing but the files this
-  library writes (RECORD_FILES), with a summary.json that is a JSON object of ours,
-  and seed_<n>/ subfolders that are run records themselves. A folder of the user's
-  (a thesis, a data folder, the results folder itself) is never touched.
+  if it is a record (`is_record`): a folder holding nothing but the files this
+  library writes (RECORD_FILES), with a summary.json or inspection.json that carries
+  this library's seal (seal.py), and seed_<n>/ subfolders that are records
+  themselves. A folder of the user's (a thesis, a data folder, the results folder
+  itself, files merely named like ours) is never touched.
 - One writer per folder: an exclusive `flock` on <folder>/.lock, held for the whole
-  run and released by the OS if the process dies. A second writer is refused.
+  run and released by the OS if the process dies. A second writer is refused, and so
+  is a writer while a reader (inspect) holds the folder's shared lock.
 - Replacing moves the old record aside (a hidden sibling, `.<name>.replaced-<pid>`)
   before the new folder takes its name, and deletes it only at `started()`. If the new
   run fails before that, `abort()` puts the old record back. A process killed
@@ -41,6 +43,7 @@ from pathlib import Path
 from ..core.errors import UserError
 from ..core.files import current_umask, describe_os_error, read_json_object
 from ..core.paths import RUNS_DIR
+from .seal import is_sealed
 
 LOCK_FILE = ".lock"
 MAX_NAME = 200
@@ -71,7 +74,7 @@ RECORD_FILES = frozenset(
 SEED_FOLDER = re.compile(r"seed_\d+")
 TEMP_FILE = re.compile(r"\..+\.tmp")  # core.files.atomic_write's temporaries, left by a killed writer
 OWN_FOLDER = re.compile(r"\.seed_\d+\.(replaced-\d+|new-\w+)")  # a seed record moved aside, or a new one, left by a killed writer
-SUMMARY_KEYS = ({"status", "split_hash"}, {"status", "seeds_requested"}, {"n_seeds", "config"})  # a run's, a multi-seed folder's
+MARKER_FILES = ("summary.json", "inspection.json")  # a record's proof of origin: one of them, sealed (seal.py)
 
 
 def check_name(name: str, what: str = "run name") -> str:
@@ -117,15 +120,31 @@ def run_dir_for(run_dir: str | Path | None, name: str | None, default_name: str)
     return path
 
 
-def is_record(folder: Path) -> tuple[bool, str]:
-    """(whether `folder` is a run record this library wrote, why not). Reads names and summary.json only."""
+def is_record(folder: Path, marker: str = "summary.json") -> tuple[bool, str]:
+    """(whether `folder` is a record this library wrote and may replace, why not). Reads names and our JSON files only.
+
+    A record holds its `marker` file, summary.json (a run, a multi-seed folder, a speedrun
+    record) or inspection.json (an inspection folder), and every such file it holds
+    carries this library's seal (seal.py); it holds nothing but the files this library
+    writes: RECORD_FILES, the figures a sealed inspection.json names, temporaries of a
+    killed write, and seed_<n>/ records. A folder holding nothing but our lock file (a
+    writer killed before its first file) is ours too.
+    """
     try:
         entries = sorted(folder.iterdir())  # sorted: the same answer, and the same first reason, on every file system
     except OSError as e:
         return False, describe_os_error(e, folder)
+    markers = {}
+    for name in MARKER_FILES:
+        if (folder / name).is_file() and not (folder / name).is_symlink():
+            try:
+                markers[name] = read_json_object(folder / name, "summary" if name == "summary.json" else "inspection")
+            except UserError as e:
+                return False, str(e)
+    own = RECORD_FILES | _declared_figures(markers.get("inspection.json"))
     foreign = []
     for entry in entries:
-        if entry.name in RECORD_FILES and not entry.is_symlink() and entry.is_file():
+        if entry.name in own and not entry.is_symlink() and entry.is_file():
             continue
         if TEMP_FILE.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
             continue
@@ -137,23 +156,29 @@ def is_record(folder: Path) -> tuple[bool, str]:
         foreign.append(entry.name)
     if foreign:
         return False, f"it holds {', '.join(sorted(foreign)[:3])}{' ...' if len(foreign) > 3 else ''}, which this library did not write"
-    summary = folder / "summary.json"
-    if summary.exists():
-        try:
-            data = read_json_object(summary, "summary")
-        except UserError as e:
-            return False, str(e)
-        if not any(keys <= set(data) for keys in SUMMARY_KEYS):
-            return False, "its summary.json is not a run summary of this library"
+    for name, data in markers.items():
+        if not is_sealed(data):
+            return False, f"its {name} was not written by this library (it has no valid seal: another program's, or edited by hand)"
+    if marker not in markers and [e.name for e in entries] not in ([], [LOCK_FILE]):
+        return False, f"it holds no {marker} written by this library"
     return True, ""
+
+
+def _declared_figures(inspection: dict | None) -> frozenset[str]:
+    """The file names a sealed inspection.json says it wrote (a per-run figure of several runs is named after its run)."""
+    if not is_sealed(inspection):
+        return frozenset()
+    runs = inspection.get("runs")
+    names = [n for r in runs.values() if isinstance(r, dict) for n in (r.get("figures") or {}).values()] if isinstance(runs, dict) else []
+    return frozenset(n for n in names if isinstance(n, str) and "/" not in n and not n.startswith("."))
 
 
 class Claim:
     """A run folder held by this process: `path`, its lock, and the old record it replaces (until `started`)."""
 
-    def __init__(self, path: Path, lock_fd: int, aside: Path | None, old_lock_fd: int | None) -> None:
+    def __init__(self, path: Path, lock_fd: int, aside: Path | None, old_lock_fd: int | None, shared: bool = False) -> None:
         self.path, self._lock_fd, self.aside, self._old_lock_fd = path, lock_fd, aside, old_lock_fd
-        self.is_started = False
+        self.is_started, self.shared = False, shared
 
     def started(self) -> None:
         """The new record's first files are written: remove the record it replaces, if any."""
@@ -181,7 +206,8 @@ class Claim:
         """Give up the lock (idempotent). The lock file goes too: a waiting writer then sees another inode and retries."""
         if self._lock_fd is None:
             return
-        _unlink_lock(self.path, self._lock_fd)
+        if not self.shared or _sole_holder(self._lock_fd):  # a reader leaves the file to the other readers that still hold it
+            _unlink_lock(self.path, self._lock_fd)
         _close(self._lock_fd)
         self._lock_fd = None
         _close(self._old_lock_fd)
@@ -204,65 +230,85 @@ def _unlink_lock(folder: Path, fd: int | None) -> None:
             os.unlink(folder / LOCK_FILE)
 
 
+def _sole_holder(fd: int) -> bool:
+    """Whether this shared lock is the only lock on its file: it then becomes exclusive (flock converts it), as a writer's."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
 def _close(fd: int | None) -> None:
     if fd is not None:
         with contextlib.suppress(OSError):
             os.close(fd)
 
 
-def lock_folder(folder: Path) -> int:
-    """An exclusive lock on folder/.lock (its fd), or a UserError if another process holds it or the folder is not writable."""
+def lock_folder(folder: Path, shared: bool = False, what: str = "run directory") -> int:
+    """A lock on folder/.lock (its fd): exclusive for a writer, shared for a reader (inspect reading a run); a UserError if
+    another process holds a lock that excludes it, or the folder is not writable."""
     path = folder / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as e:
-        raise UserError(describe_os_error(e, folder, "cannot lock the run directory")) from None
+        raise UserError(describe_os_error(e, folder, f"cannot lock the {what}")) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         same = os.stat(path).st_ino == os.fstat(fd).st_ino  # not a lock file its owner removed while we opened it
     except OSError as e:
         os.close(fd)
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise UserError(f"run directory {folder} is being written by another process; wait for it or choose another name") from None
+            raise UserError(
+                f"{what} {folder} is in use by another process (a run, an evaluation or an inspection); wait for it or choose another name"
+            ) from None
         if e.errno == errno.ENOENT:
-            raise UserError(f"run directory {folder} changed while it was being locked; try again") from None
-        raise UserError(describe_os_error(e, folder, "cannot lock the run directory")) from None
+            raise UserError(f"{what} {folder} changed while it was being locked; try again") from None
+        raise UserError(describe_os_error(e, folder, f"cannot lock the {what}")) from None
     if not same:
         os.close(fd)
-        raise UserError(f"run directory {folder} changed while it was being locked; try again")
+        raise UserError(f"{what} {folder} changed while it was being locked; try again")
     return fd
 
 
 def claim_run_dir(
-    run_dir: str | Path | None = None, name: str | None = None, overwrite: bool = False, default_name: str | None = None
+    run_dir: str | Path | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
+    default_name: str | None = None,
+    what: str = "run directory",
+    marker: str = "summary.json",
 ) -> Claim:
-    """Create and lock a run folder (RUNS_DIR/<name>, or `run_dir`); with `overwrite`, replace a run record there.
+    """Create and lock a run folder (RUNS_DIR/<name>, or `run_dir`); with `overwrite`, replace a record there.
 
     A fresh folder appears under its name already locked: it is made under a
-    hidden temporary name beside the target and renamed into place.
+    hidden temporary name beside the target and renamed into place. `what` names
+    the folder in messages (a speedrun's "record folder", an "inspection folder"),
+    and `marker` the file a record it replaces must hold (is_record): an inspection
+    never replaces a run, nor a run an inspection.
     """
     path = run_dir_for(run_dir, name, default_name or time.strftime("%Y%m%d-%H%M%S"))
     try:
         with contextlib.suppress(FileNotFoundError):  # a missing parent is made below
             os.stat(path.parent)  # a symlink loop or a path through a file, named as such
         if path.is_symlink():
-            raise UserError(f"run directory {path} is a symbolic link; name the folder itself")
+            raise UserError(f"{what} {path} is a symbolic link; name the folder itself")
         exists = path.exists()
         if exists and not path.is_dir():
-            raise UserError(f"run directory {path} exists and is a file, not a folder; choose another path")
+            raise UserError(f"{what} {path} exists and is a file, not a folder; choose another path")
         occupied = exists and any(path.iterdir())
     except OSError as e:
-        raise UserError(describe_os_error(e, path, "cannot use the run directory")) from None
+        raise UserError(describe_os_error(e, path, f"cannot use the {what}")) from None
     aside = old_fd = None
     if occupied:
         if not overwrite:
-            raise UserError(f"run directory {path} already exists; choose another name or pass overwrite (--overwrite)")
-        ok, why = is_record(path)
+            raise UserError(f"{what} {path} already exists; choose another name or pass overwrite (--overwrite)")
+        ok, why = is_record(path, marker)
         if not ok:
-            raise UserError(f"refusing to overwrite {path}: not a run record ({why}); nothing was touched")
-        old_fd = lock_folder(path)
+            raise UserError(f"refusing to overwrite {path}: not a record of this library ({why}); nothing was touched")
+        old_fd = lock_folder(path, what=what)
     try:
-        fresh = _locked_temp_dir(path)
+        fresh = _locked_temp_dir(path, what)
     except BaseException:
         _close(old_fd)
         raise
@@ -282,21 +328,21 @@ def claim_run_dir(
         _close(old_fd)
         kept = f"; the old record is kept at {aside}" if aside is not None else ""
         if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-            raise UserError(f"run directory {path} was just created by another process; choose another name{kept}") from None
-        raise UserError(describe_os_error(e, path, "cannot create the run directory") + kept) from None
+            raise UserError(f"{what} {path} was just created by another process; choose another name{kept}") from None
+        raise UserError(describe_os_error(e, path, f"cannot create the {what}") + kept) from None
     return Claim(path, fd, aside, old_fd)
 
 
-def _locked_temp_dir(path: Path) -> tuple[Path, int]:
+def _locked_temp_dir(path: Path, what: str) -> tuple[Path, int]:
     """A hidden, locked, empty folder beside `path` (parents created)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         new_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.new-"))
         os.chmod(new_dir, 0o777 & ~current_umask())  # mkdtemp makes 0700; a run folder gets the user's usual mode
     except OSError as e:
-        raise UserError(describe_os_error(e, path.parent, "cannot create the run directory")) from None
+        raise UserError(describe_os_error(e, path.parent, f"cannot create the {what}")) from None
     try:
-        return new_dir, lock_folder(new_dir)
+        return new_dir, lock_folder(new_dir, what=what)
     except BaseException:
         shutil.rmtree(new_dir, ignore_errors=True)
         raise
@@ -317,9 +363,12 @@ def writer_alive(folder: str | Path) -> bool:
         os.close(fd)
 
 
-def lock_run_dir(folder: str | Path) -> Claim:
-    """Lock an existing run folder for an update (evaluate): a Claim to release, refused if another process writes it."""
+def lock_run_dir(folder: str | Path, shared: bool = False) -> Claim:
+    """Lock an existing run folder: exclusively for an update (evaluate, an inspection into it), shared to read it (inspect).
+
+    A Claim to release; refused while another process writes the folder (or, for an update, reads it).
+    """
     folder = Path(folder)
-    claim = Claim(folder, lock_folder(folder), None, None)
+    claim = Claim(folder, lock_folder(folder, shared), None, None, shared=shared)
     claim.is_started = True  # nothing of its to remove on failure
     return claim

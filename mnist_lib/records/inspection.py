@@ -70,12 +70,16 @@ def unit_activity(activations: list[torch.Tensor]) -> list[dict]:
 
 
 def pca_2d(features: torch.Tensor) -> torch.Tensor:
-    """The first two principal components of `features` (centred; SVD), [N, 2], with signs fixed so the result is deterministic."""
+    """The first two principal components of `features` (centred; SVD), [N, 2], with signs fixed so the result is deterministic.
+
+    A layer of one unit has one component: the second column is then zero.
+    """
     centred = features.double() - features.double().mean(0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
     top = v[:2].T
-    top = top * torch.sign(top[top.abs().argmax(0), torch.arange(2)])  # the largest loading of each component positive
-    return (centred @ top).float()
+    k = top.shape[1]
+    top = top * torch.sign(top[top.abs().argmax(0), torch.arange(k)])  # the largest loading of each component positive
+    return F.pad(centred @ top, (0, 2 - k)).float()
 
 
 def saliency(model: MLP, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@
         config.json         the Config, as JSON
         metrics.csv         epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds
         summary.json        status, accuracies, params, timings, versions, split hash
-        model.safetensors   best-by-validation weights; metadata carries config, mean, std
+        model.safetensors   best-by-validation weights; metadata carries config, mean, std; summary.json its SHA-256
         *.png               the learning curves (unless written elsewhere)
 
 The folder is claimed first (claim.py: a name that is a name, a lock held by the
@@ -20,6 +20,7 @@ summary.json never holds NaN (core.files.write_json writes null).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -35,10 +36,11 @@ import torch
 
 from ..core.config import Config
 from ..core.errors import UserError
-from ..core.files import atomic_write, read_json_object, write_csv, write_json
+from ..core.files import atomic_write, describe_os_error, read_json_object, write_csv, write_json
 from ..training.model import MLP
 from ..training.train import METRIC_COLUMNS
 from .claim import Claim
+from .seal import write_sealed
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MODEL_FILE = "config.json", "metrics.csv", "summary.json", "model.safetensors"
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
@@ -74,25 +76,60 @@ def environment(device: str, threads: int) -> dict[str, Any]:
     }
 
 
-def save_model(path: str | Path, model: torch.nn.Module, config: Config, mean: float, std: float) -> None:
-    """Weights as safetensors; the metadata carries what is needed to rebuild and feed the model."""
+def save_model(path: str | Path, model: torch.nn.Module, config: Config, mean: float, std: float) -> str:
+    """Weights as safetensors; the metadata carries what is needed to rebuild and feed the model. Returns the file's digest."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"config": config.to_json(), "mean": repr(mean), "std": repr(std)}
-    atomic_write(path, safetensors.torch.save(tensors, metadata=meta))
+    data = safetensors.torch.save(tensors, metadata=meta)
+    atomic_write(path, data)
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """'sha256:<hex>' of a file's bytes (what summary.json's model_sha256 holds)."""
+    try:
+        with open(path, "rb") as f:
+            return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        raise UserError(describe_os_error(e, path, "cannot read")) from None
+
+
+def check_bound_weights(run_dir: Path, path: Path) -> None:
+    """A UserError unless `path` is the weights file the run record in `run_dir` was written with (summary.json's model_sha256)."""
+    if not (run_dir / SUMMARY_FILE).exists():
+        raise UserError(
+            f"{run_dir} holds {path.name} but no {SUMMARY_FILE}: not a run record; load the file {path} itself to use it anyway"
+        )
+    summary = read_summary(run_dir)
+    expected = summary.get("model_sha256")
+    if expected is None:
+        raise UserError(
+            f"run {run_dir}: its summary.json names no digest of its weights (a record from before records bound their weights, or "
+            f"one with none saved); load the file {path} itself to use it anyway"
+        )
+    if file_digest(path) != expected:
+        raise UserError(
+            f"run {run_dir}: {path.name} is not the file this run saved (its SHA-256 differs from summary.json's model_sha256): "
+            "the weights were replaced or damaged"
+        )
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[MLP, Config, float, float]:
     """(model in eval mode, config, mean, std) from a run directory or a .safetensors file.
 
-    The file is untrusted input: its metadata and its table of tensor names, shapes
+    From a run directory, the weights must be the file its summary.json names by
+    digest (model_sha256): weights copied in from another run are refused. The file is untrusted input: its metadata and its table of tensor names, shapes
     and dtypes are checked against each other (check_model_file) before any weight
     is read or any layer allocated.
     """
     path = Path(run_dir)
-    if path.is_dir():
+    folder = path if path.is_dir() else None
+    if folder is not None:
         path = path / MODEL_FILE
     if not path.is_file():
         raise UserError(f"no model at {path}: not a run directory, or the run did not finish")
+    if folder is not None:  # a run's weights are the ones its record names; a bare file is taken as it is
+        check_bound_weights(folder, path)
     config, mean, std = check_model_file(path)
     try:
         tensors = safetensors.torch.load_file(str(path), device=str(device))
@@ -184,7 +221,7 @@ class RunRecorder:
         self.config = config
         self.rows: list[dict] = []
         self.summary = {"status": "running", **summary}
-        write_json(self.dir / SUMMARY_FILE, self.summary)  # first: a folder holding anything has a summary saying what it is
+        write_sealed(self.dir / SUMMARY_FILE, self.summary)  # first: a folder holding anything has a summary saying what it is
         write_json(self.dir / CONFIG_FILE, config.to_dict())
         write_metrics_csv(self.dir / METRICS_FILE, [])
         claim.started()
@@ -196,7 +233,7 @@ class RunRecorder:
     def end(self, status: str, **fields: Any) -> dict[str, Any]:
         """Write the final summary: `status` and `fields` over what was there."""
         self.summary.update(fields, status=status)
-        write_json(self.dir / SUMMARY_FILE, self.summary)
+        write_sealed(self.dir / SUMMARY_FILE, self.summary)
         return self.summary
 
     def fail(self, error: BaseException | str) -> None:
@@ -215,7 +252,7 @@ class RunRecorder:
         """Save the weights if every one is finite; whether they were saved."""
         if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()):
             return False
-        save_model(self.dir / MODEL_FILE, model, self.config, mean, std)
+        self.summary["model_sha256"] = save_model(self.dir / MODEL_FILE, model, self.config, mean, std)  # binds the record to them
         return True
 
     def close(self) -> None:
@@ -243,6 +280,7 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "norm_mean": (int, float),
     "norm_std": (int, float),
     "error": (str,),
+    "model_sha256": (str,),
 }
 
 
@@ -270,5 +308,5 @@ def update_summary(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
     """Add fields (e.g. test_acc) to a finished run's summary.json, atomically."""
     summary = read_summary(run_dir)
     summary.update(fields)
-    write_json(Path(run_dir) / SUMMARY_FILE, summary)
+    write_sealed(Path(run_dir) / SUMMARY_FILE, summary)
     return summary

@@ -16,25 +16,39 @@ import torch
 import torch.nn.functional as F
 
 from ..core.config import N_CLASSES
+from ..core.errors import UserError
 from ..data.splits import normalize
 
 EVAL_BATCH = 8192  # large batches: no gradients are kept, memory is not the limit
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Logits for every row of `x`, in eval mode (no dropout; BatchNorm on its running statistics); restores the previous mode."""
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = EVAL_BATCH, source: str | None = None) -> torch.Tensor:
+    """Logits for every row of `x`, in eval mode (no dropout; BatchNorm on its running statistics); restores the previous mode.
+
+    source: where a loaded model came from (a run folder or file). Given, logits that
+    are not finite on the first batch are a UserError naming it: finite weights can
+    still overflow (every weight at 3e38), and a NaN probability is no answer.
+    """
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model(chunk).float() for chunk in x.split(batch_size)])
+        chunks = []
+        for chunk in x.split(batch_size):
+            chunks.append(model(chunk).float())
+            if source is not None and len(chunks) == 1 and not bool(torch.isfinite(chunks[0]).all()):
+                raise UserError(f"{source}: the model's outputs are not finite numbers (its weights overflow); not a usable model")
+        return torch.cat(chunks)
     finally:
         model.train(was_training)
 
 
-def predict_proba(model: torch.nn.Module, digits: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """Class probabilities (N x classes) for uint8 N x 28 x 28 images, normalized with the run's mean and std (predict, widgets)."""
-    return predict_logits(model, normalize(digits, mean, std)).softmax(1)
+def predict_proba(model: torch.nn.Module, digits: torch.Tensor, mean: float, std: float, source: str | None = None) -> torch.Tensor:
+    """Class probabilities (N x classes) for uint8 N x 28 x 28 images, normalized with the run's mean and std (predict, widgets).
+
+    source: as for predict_logits (the run the model was loaded from).
+    """
+    return predict_logits(model, normalize(digits, mean, std), source=source).softmax(1)
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict[str, float]:
@@ -137,9 +151,14 @@ class Report:
     probs: torch.Tensor
 
 
-def classification_report(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes: Sequence[str] | None = None) -> Report:
-    """Loss, accuracy, confusion matrix, per-class metrics (named if `classes`) and mistakes of `model` on (x, y)."""
-    logits = predict_logits(model, x)
+def classification_report(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes: Sequence[str] | None = None, source: str | None = None
+) -> Report:
+    """Loss, accuracy, confusion matrix, per-class metrics (named if `classes`) and mistakes of `model` on (x, y).
+
+    source: as for predict_logits (the run the model was loaded from).
+    """
+    logits = predict_logits(model, x, source=source)
     y = y.to(logits.device)
     probs = logits.softmax(1)
     cm = confusion_matrix(y, logits.argmax(1), logits.shape[1])

@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 from ..core import datasets
 from ..core.config import Config, RunOptions, check_seed
 from ..core.errors import UserError
-from ..core.files import atomic_write, writable_dir, write_json
+from ..core.files import atomic_write, writable_dir
 from ..data.idx import read_split
 from ..data.splits import load_test, prepare_data
 from ..records import plots
 from ..records.claim import Claim, claim_run_dir, lock_run_dir, writer_alive
 from ..records.runs import RunRecorder, environment, load_model, read_summary, update_summary
+from ..records.seal import write_sealed
 from ..training.device import resolve_graph, select_device, set_threads
 from ..training.evaluate import Report, classification_report
 from ..training.memory import check_fits, human, is_out_of_memory, training_bytes
@@ -57,7 +58,7 @@ def train_and_record(
     """
     dev, n_threads, data = _prepare(config, options)
     if figures_dir is not None:
-        writable_dir(figures_dir, "figures folder")
+        writable_dir(figures_dir, "figures folder", create=False)  # made by its first figure: a refused run leaves no folder
     recorder = _start_record(claim_run_dir(run_dir, name, overwrite), config, data, dev, n_threads, options.max_train_samples)
     try:
         result = train(
@@ -232,7 +233,7 @@ def evaluate_run(
         model, config, mean, std = load_model(run_dir, dev)
         classes = datasets.DATASETS[config.dataset].classes
         x_test, y_test = load_test(mean, std, data_dir, config.dataset)
-        report = classification_report(model, x_test.to(next(model.parameters()).device), y_test, classes)
+        report = classification_report(model, x_test.to(next(model.parameters()).device), y_test, classes, source=str(run_dir))
         if not (math.isfinite(report.loss) and math.isfinite(report.acc)):
             raise UserError(f"run {run_dir}: the test loss is not finite ({report.loss}); its weights overflow on the test set")
         atomic_write(run_dir / "test_per_class.csv", report.per_class.to_csv(lineterminator="\n"))
@@ -331,7 +332,7 @@ def multi_seed(
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     try:
-        write_json(out_dir / "summary.json", started)
+        write_sealed(out_dir / "summary.json", started)
     except BaseException:
         claim.abort()
         claim.release()
@@ -401,5 +402,5 @@ def _write_seed_summaries(
     if side_by_side:  # train_seconds is then the whole population's wall time, shared by its seeds
         record["population_size"] = n_requested
     atomic_write(out_dir / "summary.csv", table.to_csv(index=False, lineterminator="\n"))
-    write_json(out_dir / "summary.json", record)
+    write_sealed(out_dir / "summary.json", record)
     return table, aggregate
