@@ -14,16 +14,17 @@
 
 Every Config field is a `train` flag of the same name (underscores become
 dashes). Bad input, and ordinary file-system trouble (a full disk, a read-only
-folder), print one line on stderr and exit with status 2. Ctrl-C exits with 130
-and SIGTERM (kill, timeout, SLURM, docker stop) with 143; either one stops the
-whole command, and every run record it was writing says "interrupted".
+folder), print one line on stderr and exit with status 2. Ctrl-C exits with 130,
+and SIGTERM (kill, timeout, SLURM, docker stop), SIGHUP (a dropped SSH session)
+and every other catchable signal whose default action ends a process
+(core/stop.py) with 128 + its number (143 for SIGTERM); each one stops the whole
+command, and every run record it was writing says "interrupted".
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
 
 from .core.config import Config, RunOptions
@@ -389,45 +390,26 @@ COMMANDS = {
 }
 
 
-_signals: list[int] = []  # the stop signals received: SIGTERM makes the exit status 143 even if a loop re-raised KeyboardInterrupt
-
-
-def _on_sigterm(signum, frame) -> None:
-    """SIGTERM (kill, timeout, SLURM, docker stop) raises KeyboardInterrupt, as Ctrl-C does: every loop and record treats the two alike."""
-    _signals.append(signum)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the records are being closed; a second SIGTERM must not cut that short
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .core.files import describe_os_error
+    from .core.stop import signal_name, stop_signals
 
-    _signals.clear()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
-    try:
-        return COMMANDS[args.command](args) or 0
-    except UserError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # file-system trouble no check foresaw: still one line naming the path
-        print(f"{PROG}: error: {describe_os_error(e)}".replace("\n", " "), file=sys.stderr)
-        return 2
-    except MemoryError:
-        print(f"{PROG}: error: out of memory", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if signal.SIGTERM in _signals:
-            print(f"{PROG}: terminated (SIGTERM)", file=sys.stderr)
-            return 128 + signal.SIGTERM
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+    with stop_signals() as received:
+        try:
+            return COMMANDS[args.command](args) or 0
+        except UserError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:  # file-system trouble no check foresaw: still one line naming the path
+            print(f"{PROG}: error: {describe_os_error(e)}".replace("\n", " "), file=sys.stderr)
+            return 2
+        except MemoryError:
+            print(f"{PROG}: error: out of memory", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            if received:  # a stop signal (core/stop.py): 128 + its number, as a shell reports a process it ended
+                print(f"{PROG}: terminated ({signal_name(received[0])})", file=sys.stderr)
+                return 128 + received[0]
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130

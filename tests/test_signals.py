@@ -218,3 +218,68 @@ def test_read_only_folders_are_one_line_and_the_record_stays_true(started):
     run = base / "ro" / "run"
     assert (run / "summary.json").read_bytes() == (base / "trained" / "summary.json").read_bytes()
     assert not (base / "ro" / "new").exists() and not (base / "ro-run").exists()
+
+
+# --- every stop signal, and SIGTERM at random instants: children forked by tests/signal_harness.py ---------------------
+TINY_RUN = ["--epochs", "3", "--hidden", "16", "--dropout", "0", "--max-train-samples", "1000", "--threads", "1", "--device", "cpu",
+            "--quiet"]  # fmt: skip
+RANDOM_KILLS = 30
+
+
+def harness(plan: dict, folder: Path) -> list[dict]:
+    """Run a plan of tests/signal_harness.py; its reports, one per case."""
+    path = folder / "plan.json"
+    path.write_text(json.dumps(plan))
+    script = Path(__file__).with_name("signal_harness.py")
+    done = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def every_stop_signal(tmp_path_factory, mnist_dir):
+    from mnist_lib.core.stop import STOP_SIGNALS
+
+    base = tmp_path_factory.mktemp("stop-signals")
+    cases = [{"dir": str(base / f"sig{s}"), "signal": s, "after": "epoch"} for s in STOP_SIGNALS]
+    return {r["signal"]: r for r in harness({"argv": LONG, "parallel": 3, "cases": cases}, base)}
+
+
+def test_every_stop_signal_ends_a_run_truthfully(every_stop_signal):
+    """SIGHUP (a dropped SSH session), SIGTERM, SIGQUIT, ..., the real-time signals: each is Ctrl-C, exit 128 + its number."""
+    from mnist_lib.core.stop import STOP_SIGNALS, signal_name
+
+    assert {signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGXCPU} <= set(STOP_SIGNALS)
+    assert not {signal.SIGINT, signal.SIGKILL, signal.SIGSEGV, signal.SIGPIPE, signal.SIGXFSZ} & set(STOP_SIGNALS)
+    assert sorted(every_stop_signal) == sorted(STOP_SIGNALS)
+    for sig, r in every_stop_signal.items():
+        assert r["sent_at"] is not None, r
+        assert (r["exit"], r["err"], r["status"]) == (128 + sig, f"mnist-lib: terminated ({signal_name(sig)})\n", "interrupted"), r
+        saved = summary(Path(r["dir"]))["weights_epoch"]  # the best weights so far, if an epoch had ended before the signal
+        assert ("model.safetensors" in r["files"]) == (saved is not None) and ".lock" not in r["files"], r  # the lock released
+
+
+def test_sigterm_at_random_instants_always_leaves_a_true_status(tmp_path, mnist_dir):
+    """From the fork (start-up: parsing, data, the claim, the first files) to after the end: never "running"."""
+    import random
+
+    [alone] = harness({"argv": TINY_RUN, "cases": [{"dir": str(tmp_path / "alone"), "signal": None, "after": None}]}, tmp_path)
+    assert alone["exit"] == 0 and alone["status"] == "completed", alone
+    rng = random.Random(29)
+    instants = sorted(rng.uniform(0, 1.2 * alone["seconds"]) for _ in range(RANDOM_KILLS))
+    cases = [{"dir": str(tmp_path / f"k{i}"), "signal": signal.SIGTERM, "after": t} for i, t in enumerate(instants)]
+    reports = harness({"argv": TINY_RUN, "parallel": 2, "cases": cases}, tmp_path)
+    assert len(reports) == RANDOM_KILLS
+    for r in reports:
+        if r["exit"] == -signal.SIGTERM:  # before main() took the signal: killed while parsing, nothing written yet
+            assert r["files"] is None, r
+        elif r["exit"] == 0:  # the run ended before the signal came
+            assert r["status"] == "completed", r
+        else:
+            assert (r["exit"], r["err"]) == (143, "mnist-lib: terminated (SIGTERM)\n"), r
+            # no folder yet, or one that says what happened: interrupted, or completed when the signal came after its last write
+            assert r["files"] is None or r["status"] in ("interrupted", "completed"), r
+            assert r["status"] != "completed" or {"model.safetensors", "loss_curves.png"} <= set(r["files"]), r
+            assert r["files"] is None or ".lock" not in r["files"], r
+    stopped = [r for r in reports if r["exit"] == 143]
+    assert len(stopped) >= RANDOM_KILLS // 2, [r["sent_at"] for r in reports]  # most instants fell inside the run's life

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from ..core.config import RunOptions
 from ..core.errors import UserError
 from ..core.paths import NOTEBOOKS_DIR
+from ..core.stop import stop_signals
 from ..data.idx import TEST_LOCK_ENV
 from ..records.runs import read_summary
 from .sweep_report import write_report
@@ -285,7 +286,9 @@ def worker(spec: SweepSpec, stage: str, index: int = 0) -> None:
     size = spec.population_size(trial_device(spec))
     study = open_study(spec, stage, index)
     space = study.user_attrs.get("space", {})
-    try:
+    # Ctrl-C, the coordinator's SIGINT, or a stop signal (SIGHUP: a dropped SSH session reaches the workers too):
+    # the trial was queued again; claim no other
+    with contextlib.suppress(KeyboardInterrupt), stop_signals():
         if size > 1:  # trials side by side: claim a batch, train it as populations, report each
             while _has_work(spec, study, stage):
                 batch = _ask_batch(spec, study, stage, space, size)
@@ -296,8 +299,6 @@ def worker(spec: SweepSpec, stage: str, index: int = 0) -> None:
         objective = _objective(spec, stage, space)
         while _has_work(spec, study, stage):
             study.optimize(objective, n_trials=1, catch=(Exception,))
-    except KeyboardInterrupt:  # Ctrl-C or the coordinator's SIGINT: the trial was queued again; claim no other
-        return
 
 
 def requeue_killed(study) -> int:
