@@ -522,3 +522,27 @@ def test_readers_share_a_run_and_exclude_its_writers(tmp_path):
         lock_run_dir(run, shared=True)
     writer.release()
     claim_run_dir(run, overwrite=True).release()
+
+
+def test_every_atomic_write_reaches_the_disk_before_its_name_and_the_name_after(tmp_path, monkeypatch):
+    """fsync of the temporary, then the rename, then fsync of the folder: a power cut leaves the old file or the new one."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write(tmp_path / "f.txt", "data")
+    assert len(events) == 3 and events[0][0] == "fsync" and events[0][1].startswith(str(tmp_path / ".f.txt."))
+    assert events[1:] == [("replace", str(tmp_path / "f.txt")), ("fsync", str(tmp_path))]
+    events.clear()
+    claim = claim_run_dir(tmp_path / "run")  # a new run folder's name is synced in its parent too
+    assert ("fsync", str(tmp_path)) in events
+    claim.release()

@@ -16,7 +16,8 @@ file), and no config of ours needs them.
 
 Writes go to a temporary file beside the target, created with the user's umask
 (as an ordinary write would: a shared results folder stays readable by the
-group), then renamed over it, so a reader never sees half a file. A write that
+group), synced to the disk, then renamed over it, and the folder synced, so a
+reader never sees half a file and a power cut leaves the old file or the new one. A write that
 fails (no space left, a read-only folder, a file-size limit) leaves the old file
 as it was and is a UserError naming the path and the reason (describe_os_error).
 """
@@ -145,6 +146,26 @@ def describe_os_error(error: OSError, path: str | Path | None = None, doing: str
     return f"{head}: {reason}" if head else reason
 
 
+def user_path(value: str | Path, what: str) -> Path:
+    """A path the user gave (an argument, a flag, an environment variable) as a Path: the one check every such path passes.
+
+    A symbolic link loop anywhere in it, a part that is a file, or a name too long is
+    a UserError naming `what` and the path, before anything resolves it (Path.resolve
+    raises RuntimeError on a loop); a path that does not exist is returned as it is,
+    for its caller to say what is missing.
+    """
+    if str(value).strip() == "":
+        raise UserError(f"the {what} is empty (an unset shell variable?); name a path")
+    path = Path(value)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise UserError(describe_os_error(e, path, what) if e.filename else f"{what} {path}: {describe_os_error(e)}") from None
+    return path
+
+
 def current_umask() -> int:
     """The process's umask, read without changing it where Linux allows (/proc), else set and restored."""
     try:
@@ -160,9 +181,12 @@ def current_umask() -> int:
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write to a temporary file beside `path` (mode 0666 less the umask), then rename it over `path`.
+    """Write to a temporary file beside `path` (mode 0666 less the umask), then rename it over `path`; durable on power loss.
 
-    A failure leaves `path` as it was, removes the temporary, and is a UserError.
+    The temporary's data reaches the disk (fsync) before the rename, and the rename
+    (the folder's entry) after it, so that after a power cut `path` holds the old
+    file or the new one, never an empty one. A failure leaves `path` as it was,
+    removes the temporary, and is a UserError.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -172,12 +196,30 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())  # the data on disk before the name points at it
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        sync_folder(path.parent)  # the rename itself on disk
     except OSError as e:
         raise UserError(describe_os_error(e, path, "cannot write")) from None
+
+
+def sync_folder(folder: str | Path) -> None:
+    """fsync a folder, so that the names created or renamed in it survive a power cut (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # Windows opens no folders; its rename is durable by itself (MoveFileEx with write-through aside)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):  # a file system that cannot sync folders (some network mounts)
+            raise
+    finally:
+        os.close(fd)
 
 
 def finite_or_none(obj: Any) -> Any:
@@ -216,7 +258,7 @@ def writable_dir(path: str | Path, what: str = "folder", create: bool = True) ->
     """
     if str(path).strip() == "":  # before Path(), which reads "" as "."
         raise UserError(f"the {what} is empty; name a folder")
-    path = Path(path)
+    path = user_path(path, what)
     try:
         if path.exists() and not path.is_dir():
             raise UserError(f"{what} {path} exists and is a file, not a folder")

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from ..core.errors import UserError
-from ..core.files import current_umask, describe_os_error, read_json_object
+from ..core.files import current_umask, describe_os_error, read_json_object, sync_folder, user_path
 from ..core.paths import RUNS_DIR
 from .seal import is_sealed
 
@@ -112,9 +112,9 @@ def run_dir_for(run_dir: str | Path | None, name: str | None, default_name: str)
     if run_dir is not None:
         if str(run_dir).strip() == "":
             raise UserError("the run directory is empty (an unset shell variable?); name a folder")
-        return Path(run_dir)
+        return user_path(run_dir, "run directory")
     name = check_name(default_name if name is None else name)
-    path = RUNS_DIR / name
+    path = user_path(RUNS_DIR / name, "run directory")  # $MNIST_RESULTS_DIR may hold a loop
     if path.resolve().parent != RUNS_DIR.resolve():  # a symlinked runs folder is fine; a name that escapes it is not
         raise UserError(f"run name {name!r} does not stay inside {RUNS_DIR}")
     return path
@@ -318,6 +318,7 @@ def claim_run_dir(
             aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
             os.rename(path, aside)
         os.rename(new_dir, path)  # atomic; fails if another writer's folder took the name meanwhile
+        sync_folder(path.parent)  # the new folder's name on disk, as atomic_write does for a file's
     except OSError as e:
         shutil.rmtree(new_dir, ignore_errors=True)
         _close(fd)
