@@ -98,12 +98,13 @@ def test_fashion_files_given_as_mnist_are_named_not_called_corrupt(fashion_dir):
     with pytest.raises(UserError) as err:
         read_split("train", fashion_dir, "mnist")
     msg = str(err.value)
-    assert "this is Fashion-MNIST's train-images-idx3-ubyte file, not MNIST's" in msg and "--dataset fashion-mnist" in msg
+    assert "this is Fashion-MNIST's train-images-idx3-ubyte file, not MNIST's" in msg and "use the dataset fashion-mnist" in msg
+    assert "--" not in msg  # no flag: evaluate, inspect and speedrun take the dataset from a config, and have none
     assert "corrupt" not in msg and "delete" not in msg and "\n" not in msg
 
 
 def test_mnist_files_given_as_fashion_are_named(mnist_dir):
-    with pytest.raises(UserError, match="this is MNIST's t10k-labels-idx1-ubyte file, not Fashion-MNIST's; .*--dataset mnist"):
+    with pytest.raises(UserError, match="this is MNIST's t10k-labels-idx1-ubyte file, not Fashion-MNIST's; .*use the dataset mnist "):
         load_idx(ensure_files(mnist_dir, allow_download=False)["t10k-labels-idx1-ubyte"], "t10k-labels-idx1-ubyte", dataset="fashion-mnist")
 
 

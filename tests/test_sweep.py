@@ -99,6 +99,7 @@ def test_a_bundle_sets_its_field_and_companions_together(tmp_path):
         ({"grid": {}}, "'grid' must map"),
         ({"grid": {"lr": []}}, "non-empty list"),
         ({"grid": {"lr": [1e-3, -1.0]}}, "lr must be > 0"),
+        ({"grid": {"lr": [1e-3, float("inf")]}}, "grid.lr holds inf, which is not a finite number"),
         ({"grid": {"hidden": [[8, 8]]}}, "one dropout per hidden layer"),
         ({"grid": {"lr": [1e-3]}, "refine": {"trials": 0}}, "refine.trials must be an integer >= 1"),
         ({"grid": {"lr": [1e-3]}, "workers": 0}, "workers must be an integer >= 1"),
@@ -140,6 +141,23 @@ def test_refinement_searches_around_the_best_grid_points(tmp_path):
 
 
 # --- running ---------------------------------------------------------------------------------
+
+
+def test_workers_that_die_at_start_are_reported_with_their_status_and_stderr(sweep_env, monkeypatch):
+    """A sitecustomize that ends every spawned worker (never the coordinator) with status 3 before it does anything."""
+    site = sweep_env / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\nif '--multiprocessing-fork' in sys.argv:\n    sys.stderr.write('worker start-up broke\\n')\n    sys.exit(3)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    path = write_sweep(sweep_env / "dead.yaml", name="dead", workers=2, base=TINY_BASE, grid={"lr": [1e-3]},
+                       trial={"executor": "library", "max_train_samples": 600})  # fmt: skip
+    proc = run_cli("sweep", str(path), timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("mnist-lib: error:") == 1, proc.stderr
+    assert "sweep dead: worker 0 of the grid stage exited with status 1 (2 of 2 workers did)" in proc.stderr
+    assert proc.stderr.rstrip().endswith("| sys.exit(3) | SystemExit: 3")  # its stderr's last lines, from its log
+    assert (sweep_env / "results" / "sweeps" / "dead" / "logs").is_dir() and "Traceback" not in proc.stderr.splitlines()[-1]
 
 
 def test_parallel_workers_give_the_same_trials_as_one_and_failures_are_recorded(sweep_env):

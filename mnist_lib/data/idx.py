@@ -186,7 +186,8 @@ def _mismatch(path: Path, digest: str, md5: str, name: str, spec: DatasetSpec, o
     if other.name != spec.name:
         return (
             f"this is {other.title}'s {found[1]} file, not {spec.title}'s; the file is fine: "
-            f"pass --dataset {other.name} (dataset: {other.name}), or point the data folder at {spec.title}'s files"
+            # no flag named: evaluate, inspect and speedrun take the dataset from a run's or a recipe's config, not a flag
+            f"use the dataset {other.name} (the Config field dataset), or point the data folder at {spec.title}'s files"
         )
     return f"this is {spec.title}'s {found[1]} file, not {name} (renamed or swapped files)"
 

@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..core.errors import UserError
+from ..core.files import user_path
 
 MAX_PIXELS = 50_000_000  # 50 megapixels: every phone photo, far below what a decompression bomb declares
 WORK_SIDE = 1024  # larger pictures are box-averaged down to this first: the result is 28 x 28 anyway
@@ -41,7 +42,7 @@ def load_digit(path: str | Path) -> torch.Tensor:
 
 def open_image(path: str | Path) -> Image.Image:
     """Decode the first frame of an image file, refusing oversized ones before decoding."""
-    path = Path(path)
+    path = user_path(path, "image")
     if not path.is_file():
         raise UserError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
     with warnings.catch_warnings():

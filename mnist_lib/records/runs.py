@@ -36,7 +36,7 @@ import torch
 
 from ..core.config import Config
 from ..core.errors import UserError
-from ..core.files import atomic_write, describe_os_error, read_json_object, write_csv, write_json
+from ..core.files import atomic_write, describe_os_error, read_json_object, user_path, write_csv, write_json
 from ..training.model import MLP
 from ..training.train import METRIC_COLUMNS
 from .claim import Claim
@@ -122,7 +122,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     and dtypes are checked against each other (check_model_file) before any weight
     is read or any layer allocated.
     """
-    path = Path(run_dir)
+    path = user_path(run_dir, "run")
     folder = path if path.is_dir() else None
     if folder is not None:
         path = path / MODEL_FILE
@@ -286,7 +286,7 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
     """A run's summary.json, read as untrusted input: a JSON object whose known fields have their types, a known status."""
-    run_dir = Path(run_dir)
+    run_dir = user_path(run_dir, "run directory")
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist" if not run_dir.exists() else f"{run_dir} is not a run directory")
     path = run_dir / SUMMARY_FILE

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..core import datasets
 from ..core.errors import UserError
+from ..core.files import user_path
 from ..core.paths import RESULTS_DIR, repo_relative
 from ..data.idx import read_split
 from ..data.splits import prepare_data
@@ -97,7 +98,8 @@ def inspect_runs(
     """
     if not run_dirs:
         raise UserError("name at least one run folder to inspect")
-    paths = [Path(r) for r in run_dirs]
+    paths = [user_path(r, "run") for r in run_dirs]
+    out_dir = None if out_dir is None else user_path(out_dir, "inspection folder")
     labels = list(labels) if labels else [run_label(r) for r in paths]
     if len(labels) != len(paths) or len(set(labels)) != len(labels):
         raise UserError(f"need one distinct label per run, got {labels} for {len(paths)} runs")

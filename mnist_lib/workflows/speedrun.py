@@ -1,6 +1,6 @@
 """Time to accuracy: a fixed recipe trained on all 60,000 training images, timed, and read on the test set once per seed.
 
-    python -m mnist_lib speedrun configs/speedrun/cpu_98.json --target 0.98 --time-limit 10 --seeds 0-9 --threads 2
+    python -m mnist_lib speedrun configs/speedrun/cpu_98.json --target 0.98 --time-limit 10 --threads 2   # seeds 0-9
     python -m mnist_lib speedrun configs/speedrun/cpu_98.json --develop --seeds 0 1 2   # develop: 54k train, 6k validation
 
     record = speedrun(Config.load("configs/speedrun/cpu_98.json"), range(10), 0.98, RunOptions(threads=2),

@@ -274,11 +274,7 @@ def _has_work(spec: SweepSpec, study, stage: str) -> bool:
 def worker(spec: SweepSpec, stage: str, index: int = 0) -> None:
     """One worker process: claim and run trials of `stage`, one at a time, until none is left."""
     _die_with_parent()
-    # the worker's and its kernels' stderr (warnings, tracebacks) go to a log file, not the console or notebook
-    log_dir = sweep_dir(spec) / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = open(log_dir / f"worker-{stage}-{index}.log", "a")  # noqa: SIM115 - open for the process's life
-    os.dup2(log.fileno(), 2)
+    # its stderr (warnings, tracebacks), and its kernels', is its log file (worker_log), set by _run_stage when it started it
     os.environ[TEST_LOCK_ENV] = "1"  # selection is on validation only; kernels inherit the lock
     import torch
 
@@ -320,12 +316,21 @@ def requeue_killed(study) -> int:
 def _run_stage(spec: SweepSpec, stage: str, workers: int) -> None:
     ctx = mp.get_context("spawn")  # fresh interpreters: no torch thread pools or locks inherited
     spec = dataclasses.replace(spec, workers=workers)
+    (sweep_dir(spec) / "logs").mkdir(parents=True, exist_ok=True)
     procs = [ctx.Process(target=worker, args=(spec, stage, i), name=f"sweep-{stage}-{i}") for i in range(workers)]
     try:
-        for p in procs:
-            p.start()
+        for i, p in enumerate(procs):
+            with open(worker_log(spec, stage, i), "a") as log:
+                saved = os.dup(2)
+                os.dup2(log.fileno(), 2)  # the worker's stderr is its log from its first line, start-up failures included
+                try:
+                    p.start()
+                finally:
+                    os.dup2(saved, 2)
+                    os.close(saved)
         for p in procs:
             p.join()
+        check_workers(spec, stage, [p.exitcode for p in procs])
     except KeyboardInterrupt:  # Ctrl-C reaches the workers too; SIGTERM, or kill -INT, reaches only this process
         for p in procs:
             if p.is_alive():
@@ -338,6 +343,25 @@ def _run_stage(spec: SweepSpec, stage: str, workers: int) -> None:
                 p.kill()
                 p.join()
         raise
+
+
+def worker_log(spec: SweepSpec, stage: str, index: int) -> Path:
+    """Where worker `index` of `stage` writes its stderr."""
+    return sweep_dir(spec) / "logs" / f"worker-{stage}-{index}.log"
+
+
+def check_workers(spec: SweepSpec, stage: str, exit_codes: list[int | None]) -> None:
+    """A UserError naming the first worker that exited with a non-zero status, with that status and its stderr's last lines."""
+    for index, code in enumerate(exit_codes):
+        if code:
+            log = worker_log(spec, stage, index)
+            lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            tail = " | ".join(lines[-3:]) if lines else "(empty)"
+            raise UserError(
+                f"sweep {spec.name}: worker {index} of the {stage} stage {how} ({sum(1 for c in exit_codes if c)} of "
+                f"{len(exit_codes)} workers did); last lines of {log}: {tail[-400:]}"
+            )
 
 
 # what a sweep writes in its folder (sweep_report, the workers, SQLite's own files); --overwrite deletes these and nothing else

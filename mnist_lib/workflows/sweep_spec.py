@@ -154,6 +154,8 @@ def load_spec(path: str | Path) -> SweepSpec:
     size = math.prod(len(v) for v in grid.values())
     _need(size <= MAX_GRID_POINTS, p, f"the grid has {size:,} points; at most {MAX_GRID_POINTS:,} (split it into several sweeps)")
     for name, values in grid.items():
+        infinite = [v for v in values if isinstance(v, float) and not math.isfinite(v)]
+        _need(not infinite, p, f"grid.{name} holds {infinite[0] if infinite else ''}, which is not a finite number")
         encoded = [_json_value(v) for v in values]
         _need(None not in encoded, p, f"grid.{name} holds a value that is not a number, string, list or mapping: {values!r:.80}")
         _need(len(set(encoded)) == len(values), p, f"grid.{name} repeats a value")
