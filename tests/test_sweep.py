@@ -140,6 +140,23 @@ def test_refinement_searches_around_the_best_grid_points(tmp_path):
     assert edge["lr"]["high"] == pytest.approx(1.0) and edge["lr"]["low"] == 1e-2  # past the edge: one more step
 
 
+def test_a_refinement_range_is_what_the_field_accepts(tmp_path):
+    """Past the grid's edge, one more step can leave a field's range (momentum >= 1) or a log scale's (an integer below 1)."""
+    import optuna
+
+    spec = load_spec(write_sweep(tmp_path / "m.yaml", base={"optimizer": "sgd", "dropout": [0.0], "hidden": [8]},
+                                 grid={"momentum": [0.5, 0.9], "epochs": [1, 3], "lr": [1e-3, 1e-1]}))  # fmt: skip
+    space = refine_space(spec, [{"momentum": 0.9, "epochs": 1, "lr": 1e-3}])
+    assert 0.9 < space["momentum"]["high"] < 1 and space["momentum"]["log"]  # 0.9 ** 2 / 0.5 = 1.62 clipped below 1
+    assert spec.config_for({"momentum": space["momentum"]["high"], "epochs": 1, "lr": 1e-3}).momentum < 1
+    assert space["epochs"]["low"] == 1 and space["epochs"]["log"]  # 1 ** 2 / 3 rounds to 0: a log scale starts at 1
+    assert space["lr"]["low"] == pytest.approx(1e-5)
+    trial = optuna.create_study().ask()
+    for name, dim in space.items():  # every range is one Optuna takes
+        suggest = trial.suggest_int if dim["type"] == "int" else trial.suggest_float
+        suggest(name, dim["low"], dim["high"], log=dim["log"])
+
+
 # --- running ---------------------------------------------------------------------------------
 
 
@@ -404,3 +421,20 @@ def test_a_batch_claims_waiting_grid_points_and_fails_a_point_that_makes_no_conf
     assert not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert sweep._ask_batch(spec, study, sweep.GRID, {}, 8) == []  # nothing left: no stray trial created
     assert len(study.get_trials(deepcopy=False)) == 3
+
+
+def test_a_results_folder_named_like_a_url_keeps_the_study_and_its_lock_inside_it(tmp_path, monkeypatch):
+    from sqlalchemy.engine import make_url
+
+    from mnist_lib.workflows import sweep_store
+
+    odd = tmp_path / "a?b#c%20d@e"
+    monkeypatch.setattr(sweep_store, "RESULTS_DIR", odd)
+    spec = load_spec(write_sweep(tmp_path / "u.yaml", name="u", base=TINY_BASE, grid={"lr": [1e-3]}))
+    url = sweep_store.storage_url(spec)
+    assert make_url(url).database == str(odd / "sweeps" / "u" / "study.db")
+    sweep_store.sweep_dir(spec).mkdir(parents=True)
+    study = sweep_store.open_study(spec, sweep_store.GRID)
+    study.ask()  # takes the ask lock beside the database
+    assert sorted(p.name for p in sweep_store.sweep_dir(spec).iterdir()) == ["study.db", "study.db.ask.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [odd.name, "u.yaml"]  # nothing at "a" (where '?' cut the path)

@@ -272,6 +272,11 @@ def refine_space(spec: SweepSpec, best: list[dict[str, Any]]) -> dict[str, dict]
         is_int = all(isinstance(v, int) for v in values)
         if is_int:
             low, high = int(round(low)), int(round(high))
+        if log and is_int:  # a log scale takes no integer bound below 1 (a float one stays > 0: a square over a positive)
+            low = max(low, 1)
+        # each bound clipped to what the field accepts, found by asking Config itself (the one place its range lives)
+        low = _accepted(spec, best[0], name, low, min(chosen), is_int)
+        high = _accepted(spec, best[0], name, high, max(chosen), is_int)
         space[name] = {"type": "int" if is_int else "float", "low": low, "high": high, "log": log}
     if categorical:
         combos = []
@@ -281,6 +286,33 @@ def refine_space(spec: SweepSpec, best: list[dict[str, Any]]) -> dict[str, dict]
                 combos.append(combo)
         space["_choice"] = {"type": "categorical", "choices": combos}
     return space
+
+
+def _accepted(spec: SweepSpec, point: dict[str, Any], name: str, bound: float, inside: float, is_int: bool) -> float:
+    """`bound` if Config accepts it for `name` (with the rest of `point`), else the value nearest it, towards `inside` (a value
+    Config accepted: a best grid point's), that it accepts; found by bisection, so no field's range is written down twice."""
+
+    def ok(value) -> bool:
+        try:
+            spec.config_for({**point, name: value})
+            return True
+        except UserError:
+            return False
+
+    if ok(bound):
+        return bound
+    good, bad = inside, bound
+    for _ in range(64):  # float bisection reaches the boundary to within an ulp-scale step long before 64 halvings
+        mid = (good + bad) / 2
+        if is_int:
+            mid = int(math.floor(mid) if good < bad else math.ceil(mid))
+            if mid in (good, bad):
+                break
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
 
 
 def decode_choice(params: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,13 @@ def sweep_dir(spec: SweepSpec) -> Path:
 
 
 def storage_url(spec: SweepSpec) -> str:
-    return spec.storage or f"sqlite:///{sweep_dir(spec) / 'study.db'}"
+    """spec.storage, else SQLite in the sweep's folder: a URL built by SQLAlchemy, so a folder name holding '?', '#', '%' or
+    '@' is quoted and the database (and its lock beside it) stays in the folder the user named."""
+    if spec.storage:
+        return spec.storage
+    from sqlalchemy.engine import URL
+
+    return URL.create("sqlite", database=str(sweep_dir(spec) / "study.db")).render_as_string(hide_password=False)
 
 
 def quiet_optuna():
