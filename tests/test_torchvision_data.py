@@ -173,5 +173,5 @@ def test_a_kmnist_gz_handed_over_as_mnist_is_named(synthetic_kmnist, tmp_path):
     folder.mkdir()
     for file in datasets.STANDARD_FILE_NAMES:
         (folder / f"{file}.gz").symlink_to(synthetic_kmnist / f"{file}.gz")
-    with pytest.raises(UserError, match="this is KMNIST's train-images-idx3-ubyte file, not MNIST's; .*--dataset kmnist"):
+    with pytest.raises(UserError, match="this is KMNIST's train-images-idx3-ubyte file, not MNIST's; .*use the dataset kmnist "):
         read_split("train", folder, "mnist")
