@@ -188,8 +188,12 @@ class DigitPad:
             self.answer.value = "<b>Draw a digit</b> on the black square."
             self.bars.value = _bars(self.spec.classes, None)
             return
-        with torch.no_grad():
-            self.probabilities = predict_proba(self.model, self.digit[None], self.mean, self.std)[0]
+        try:  # weights that overflow give no probability: the answer line says so, never "nan %"
+            self.probabilities = predict_proba(self.model, self.digit[None], self.mean, self.std, source=self.menu.value)[0]
+        except UserError as e:
+            self.prediction = self.probabilities = None
+            self.answer.value = f'<span class="mnist-error">{html.escape(str(e))}</span>'
+            return
         p = int(self.probabilities.argmax())
         self.prediction = (p, self.spec.label(p), float(self.probabilities[p]))
         self.seconds = time.perf_counter() - start

@@ -128,3 +128,18 @@ def test_the_pad_refuses_an_unknown_run_and_survives_a_corrupt_model_file(tmp_pa
     assert pad.spec.name == "mnist" and pad.prediction[0] == 1  # the previous model stays in use
     with pytest.raises(UserError, match="safetensors"):
         DigitPad({"broken": broken})
+
+
+def test_the_pad_says_when_a_models_outputs_are_not_finite(tmp_path):
+    from mnist_lib import MLP, Config
+    from mnist_lib.records.runs import save_model
+
+    model = MLP.from_config(Config())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(3e38)  # finite weights, infinite logits
+    save_model(tmp_path / "huge.safetensors", model, Config(), 0.1307, 0.3081)
+    pad = DigitPad({"huge": tmp_path / "huge.safetensors"}, "huge")
+    pad.draw([(140, 40), (140, 240)])
+    assert pad.prediction is None and pad.probabilities is None
+    assert "outputs are not finite numbers" in pad.answer.value and "nan" not in pad.answer.value.lower()

@@ -51,3 +51,16 @@ def test_a_loop_in_the_results_folder_variable_is_one_line(loop, monkeypatch):
     monkeypatch.setattr(claim, "RUNS_DIR", loop / "runs")  # what MNIST_RESULTS_DIR=<loop> sets
     with pytest.raises(UserError, match=r"run directory .*loop/runs/quick: a symbolic link loop"):
         claim.claim_run_dir(name="quick")
+
+
+def test_a_loop_in_a_data_folder_variable_names_the_variable(loop, monkeypatch):
+    from mnist_lib.data.idx import data_dir
+
+    monkeypatch.setenv("MNIST_DATA_DIR", str(loop))
+    with pytest.raises(UserError, match=r"^data folder \(\$MNIST_DATA_DIR\) .*loop: a symbolic link loop$"):
+        data_dir()
+    monkeypatch.setenv("MNIST_DATA_ROOT", str(loop))
+    with pytest.raises(UserError, match=r"^data folder \(\$MNIST_DATA_ROOT/fashion-mnist\) .*loop/fashion-mnist: a symbolic link loop$"):
+        data_dir(dataset="fashion-mnist")
+    with pytest.raises(UserError, match=r"^data folder .*loop: a symbolic link loop$"):
+        data_dir(loop)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ..core import datasets
 from ..core.datasets import DatasetSpec, IdxFile, idx_size
 from ..core.errors import UserError
-from ..core.files import describe_os_error
+from ..core.files import describe_os_error, user_path
 from ..core.paths import DATA_DIR_ENV, DATA_ROOT_ENV, DEFAULT_DATA_ROOT
 
 SPLITS = ("train", "test")
@@ -64,25 +64,24 @@ def data_dir(path: str | Path | None = None, dataset: str = DEFAULT_DATASET) -> 
     root-based folder, or the folder itself), that raw/ folder is the data folder.
     """
     spec = spec_of(dataset)
-    root = None
+    root, what = None, "data folder"
     if path is None:
         if dataset == "mnist" and os.environ.get(DATA_DIR_ENV):
-            path = os.environ[DATA_DIR_ENV]
+            path, what = os.environ[DATA_DIR_ENV], f"data folder (${DATA_DIR_ENV})"
         else:
             root = Path(os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT)
             path = root / dataset
+            what = f"data folder (${DATA_ROOT_ENV}/{dataset})" if os.environ.get(DATA_ROOT_ENV) else what
     try:
-        folder = Path(path).expanduser().resolve(strict=False)
+        folder = user_path(Path(path).expanduser(), what).resolve(strict=False)  # a loop is one line before resolve()
         if folder.exists() and not folder.is_dir():
             raise UserError(f"data folder {folder} exists and is a file, not a folder of IDX files")
         if spec.torchvision_folder and not _holds_all(folder, spec):
             roots = ([Path(root).expanduser().resolve(strict=False)] if root is not None else []) + [folder]
             raw = next((r / spec.torchvision_folder / "raw" for r in roots if _holds_all(r / spec.torchvision_folder / "raw", spec)), None)
             folder = raw or folder
-    except OSError as e:  # a symlink loop, a path through a file
+    except OSError as e:  # the torchvision folder beside it unreadable
         raise UserError(describe_os_error(e, path, "cannot use the data folder")) from None
-    except RuntimeError:  # Python 3.11's resolve() on a symlink loop
-        raise UserError(f"cannot use the data folder {path}: a symbolic link loop") from None
     return folder
 
 
