@@ -36,7 +36,7 @@ import torch
 
 from ..core.config import Config
 from ..core.errors import UserError
-from ..core.files import atomic_write, describe_os_error, read_json_object, user_path, write_csv, write_json
+from ..core.files import atomic_write, read_json_object, user_path, write_csv, write_json
 from ..training.model import MLP
 from ..training.train import METRIC_COLUMNS
 from .claim import Claim
@@ -82,45 +82,37 @@ def save_model(path: str | Path, model: torch.nn.Module, config: Config, mean: f
     meta = {"config": config.to_json(), "mean": repr(mean), "std": repr(std)}
     data = safetensors.torch.save(tensors, metadata=meta)
     atomic_write(path, data)
+    return digest(data)
+
+
+def digest(data: bytes) -> str:
+    """'sha256:<hex>' of a weights file's bytes: what summary.json's model_sha256 holds."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def file_digest(path: str | Path) -> str:
-    """'sha256:<hex>' of a file's bytes (what summary.json's model_sha256 holds)."""
-    try:
-        with open(path, "rb") as f:
-            return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError as e:
-        raise UserError(describe_os_error(e, path, "cannot read")) from None
-
-
-def check_bound_weights(run_dir: Path, path: Path) -> None:
-    """A UserError unless `path` is the weights file the run record in `run_dir` was written with (summary.json's model_sha256)."""
+def recorded_digest(run_dir: Path, path: Path) -> str:
+    """The digest of the weights the run record in `run_dir` saved (summary.json's model_sha256); a UserError if it names none."""
     if not (run_dir / SUMMARY_FILE).exists():
         raise UserError(
             f"{run_dir} holds {path.name} but no {SUMMARY_FILE}: not a run record; load the file {path} itself to use it anyway"
         )
-    summary = read_summary(run_dir)
-    expected = summary.get("model_sha256")
+    expected = read_summary(run_dir).get("model_sha256")
     if expected is None:
         raise UserError(
             f"run {run_dir}: its summary.json names no digest of its weights (a record from before records bound their weights, or "
             f"one with none saved); load the file {path} itself to use it anyway"
         )
-    if file_digest(path) != expected:
-        raise UserError(
-            f"run {run_dir}: {path.name} is not the file this run saved (its SHA-256 differs from summary.json's model_sha256): "
-            "the weights were replaced or damaged"
-        )
+    return expected
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[MLP, Config, float, float]:
     """(model in eval mode, config, mean, std) from a run directory or a .safetensors file.
 
     From a run directory, the weights must be the file its summary.json names by
-    digest (model_sha256): weights copied in from another run are refused. The file is untrusted input: its metadata and its table of tensor names, shapes
-    and dtypes are checked against each other (check_model_file) before any weight
-    is read or any layer allocated.
+    digest (model_sha256): weights copied in from another run are refused. The file
+    is untrusted input: its metadata and its table of tensor names, shapes and dtypes
+    are checked against each other (check_model_file) before any weight is read or
+    any layer allocated; then it is read once, checked against the digest, and loaded.
     """
     path = user_path(run_dir, "run")
     folder = path if path.is_dir() else None
@@ -128,11 +120,16 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
         path = path / MODEL_FILE
     if not path.is_file():
         raise UserError(f"no model at {path}: not a run directory, or the run did not finish")
-    if folder is not None:  # a run's weights are the ones its record names; a bare file is taken as it is
-        check_bound_weights(folder, path)
+    expected = recorded_digest(folder, path) if folder is not None else None  # a bare file is taken as it is
     config, mean, std = check_model_file(path)
     try:
-        tensors = safetensors.torch.load_file(str(path), device=str(device))
+        data = path.read_bytes()  # once: the bytes whose digest is checked are the bytes loaded
+        if expected is not None and digest(data) != expected:
+            raise UserError(
+                f"run {folder}: {path.name} is not the file this run saved (its SHA-256 differs from summary.json's model_sha256): "
+                "the weights were replaced or damaged"
+            )
+        tensors = {k: v.to(device) for k, v in safetensors.torch.load(data).items()}
     except (OSError, safetensors.SafetensorError) as e:
         raise UserError(f"{path}: cannot read the weights ({e})") from None
     bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
