@@ -53,6 +53,16 @@ def check_seed(value: Any, what: str = "seed") -> int:
     return value
 
 
+def check_seeds(seeds: Any) -> list[int]:
+    """`seeds` as a list if it is a non-empty list of distinct valid seeds (check_seed), else a UserError: --seeds, speedruns,
+    notebook run files."""
+    if not isinstance(seeds, (list, tuple)) or not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds must be distinct integers, a non-empty list of them, got {seeds!r:.80}")
+    for s in seeds:
+        check_seed(s, "each seed")
+    return list(seeds)
+
+
 THREADS_PER_CORE = 4  # the most torch threads a run may ask for, per core: more only oversubscribes
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.config import Config, check_seed, check_threads
+from ..core.config import Config, check_seeds, check_threads
 from ..core.errors import UserError
 from ..core.files import read_yaml, writable_dir
 from ..core.paths import EXECUTED_NOTEBOOKS_DIR, NOTEBOOK_PARAMS_DIR, NOTEBOOKS_DIR, REPO_ROOT
@@ -125,13 +125,6 @@ def _at_least(minimum: int, what: str):
     return check
 
 
-def _seed_list(seeds: list) -> None:
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"seeds must be a non-empty list of distinct integers, got {seeds!r:.80}")
-    for s in seeds:
-        check_seed(s, "each seed")
-
-
 def _sweep_file(v: str) -> None:
     from .sweep_spec import load_spec
 
@@ -148,7 +141,7 @@ PARAMETER_CHECKS = {
     "max_train_samples": _at_least(0, "max_train_samples"),  # 0: all
     "n_samples": _at_least(1, "n_samples"),
     "device": select_device,
-    "seeds": _seed_list,
+    "seeds": check_seeds,
     "config_file": lambda v: v == "" or Config.load(REPO_ROOT / v),
     "sweep_file": _sweep_file,
 }

@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..core import datasets
-from ..core.config import Config, RunOptions, check_seed
+from ..core.config import Config, RunOptions, check_seeds
 from ..core.errors import UserError
 from ..core.files import atomic_write, writable_dir
 from ..data.idx import read_split
@@ -313,10 +313,7 @@ def multi_seed(
     failed with the reason). Ctrl-C or SIGTERM stops every seed, not just the
     current one: the summaries are written and KeyboardInterrupt is raised again.
     """
-    if not isinstance(seeds, (list, tuple)) or not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"seeds must be a non-empty list of distinct integers, got {seeds!r:.80}")
-    for s in seeds:
-        check_seed(s, "each seed")
+    check_seeds(seeds)
     if population not in POPULATION_CHOICES:
         raise UserError(f"population must be one of {', '.join(POPULATION_CHOICES)}, got {population!r}")
     dev = select_device(options.device)

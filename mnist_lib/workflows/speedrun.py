@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core import datasets
-from ..core.config import Config, RunOptions, check_seed
+from ..core.config import Config, RunOptions, check_seeds
 from ..core.errors import UserError
 from ..core.files import describe_os_error, write_csv
 from ..core.paths import RECORDS_DIR, repo_relative
@@ -116,11 +116,7 @@ def speedrun(
     replaced only with `overwrite`, and only if it is a record.
     """
     check_recipe(config)
-    seeds = list(seeds)
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"seeds must be distinct, got {seeds}")
-    for s in seeds:
-        check_seed(s, "each seed")
+    seeds = check_seeds(list(seeds))
     if not 0 < target < 1:
         raise UserError(f"target must be an accuracy in (0, 1), got {target}")
     if time_limit is not None and not time_limit > 0:
