@@ -141,7 +141,8 @@ def is_record(folder: Path, marker: str = "summary.json") -> tuple[bool, str]:
                 markers[name] = read_json_object(folder / name, "summary" if name == "summary.json" else "inspection")
             except UserError as e:
                 return False, str(e)
-    own = RECORD_FILES | _declared_figures(markers.get("inspection.json"))
+    sealed = {name: is_sealed(data) for name, data in markers.items()}
+    own = RECORD_FILES | (_declared_figures(markers["inspection.json"]) if sealed.get("inspection.json") else frozenset())
     foreign = []
     for entry in entries:
         if entry.name in own and not entry.is_symlink() and entry.is_file():
@@ -156,18 +157,16 @@ def is_record(folder: Path, marker: str = "summary.json") -> tuple[bool, str]:
         foreign.append(entry.name)
     if foreign:
         return False, f"it holds {', '.join(sorted(foreign)[:3])}{' ...' if len(foreign) > 3 else ''}, which this library did not write"
-    for name, data in markers.items():
-        if not is_sealed(data):
+    for name, ok in sealed.items():
+        if not ok:
             return False, f"its {name} was not written by this library (it has no valid seal: another program's, or edited by hand)"
     if marker not in markers and [e.name for e in entries] not in ([], [LOCK_FILE]):
         return False, f"it holds no {marker} written by this library"
     return True, ""
 
 
-def _declared_figures(inspection: dict | None) -> frozenset[str]:
-    """The file names a sealed inspection.json says it wrote (a per-run figure of several runs is named after its run)."""
-    if not is_sealed(inspection):
-        return frozenset()
+def _declared_figures(inspection: dict) -> frozenset[str]:
+    """The file names a (sealed) inspection.json says it wrote (a per-run figure of several runs is named after its run)."""
     runs = inspection.get("runs")
     names = [n for r in runs.values() if isinstance(r, dict) for n in (r.get("figures") or {}).values()] if isinstance(runs, dict) else []
     return frozenset(n for n in names if isinstance(n, str) and "/" not in n and not n.startswith("."))
